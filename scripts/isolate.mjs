@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+// Runs a command inside a throwaway "host": a fresh network namespace and a private mount
+// namespace with tmpfs on /run, /tmp and tsnet's/CNI's state directories. Nothing it does can
+// touch the machine's real interfaces, routes, firewall or state. Used by `npm test`,
+// `npm run bench` and `npm run demo`:
+//   unshare --net --mount --propagation private -- node scripts/isolate.mjs -- CMD ARGS...
+// or, simpler, `node scripts/isolate.mjs --enter -- CMD ARGS...`, which re-executes itself under
+// unshare. Refuses to run when it is not in a namespace of its own.
+import { execFileSync, spawn } from 'node:child_process';
+import { statSync, existsSync, mkdirSync } from 'node:fs';
+
+const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+const args = process.argv.slice(2);
+const enter = args[0] === '--enter';
+const sep = args.indexOf('--');
+const cmd = sep >= 0 ? args.slice(sep + 1) : [];
+if (cmd.length === 0) {
+  console.error('usage: isolate.mjs [--enter] -- CMD [ARGS...]');
+  process.exit(64);
+}
+
+if (enter) {
+  if (process.getuid?.() !== 0) {
+    console.error('isolate: needs root (network and mount namespaces)');
+    process.exit(77);
+  }
+  const outer = String(statSync('/proc/self/ns/net').ino);
+  const child = spawn('unshare', ['--net', '--mount', '--propagation', 'private', '--', process.execPath, new URL(import.meta.url).pathname, '--', ...cmd], {
+    stdio: 'inherit',
+    env: { ...process.env, TSNET_OUTER_NETNS_INO: outer },
+  });
+  forwardSignals(child);
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + 15 : 1)));
+} else {
+  // Safety: we must be in a network namespace other than the one we were started from (the
+  // machine's): the inode recorded before unshare, else PID 1's, else our parent's.
+  const mine = String(statSync('/proc/self/ns/net').ino);
+  const outer = process.env.TSNET_OUTER_NETNS_INO ?? inoOf('/proc/1/ns/net') ?? inoOf(`/proc/${process.ppid}/ns/net`);
+  if (outer === undefined || mine === outer) {
+    console.error('isolate: refusing to run: this process is in the machine\'s network namespace (run under unshare --net --mount)');
+    process.exit(98);
+  }
+  const sh = (file, ...a) => execFileSync(file, a, { stdio: ['ignore', 'ignore', 'inherit'], env: { PATH } });
+  sh('mount', '--make-rprivate', '/');
+  for (const dir of ['/run', '/tmp', '/var/lib/tsnet', '/var/lib/cni', '/etc/cni', '/opt/cni']) {
+    if (!existsSync(dir)) continue; // only hide directories that exist; never create on the real disk
+    sh('mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tsnet-isolated', dir);
+  }
+  mkdirSync('/run/netns', { recursive: true });
+  mkdirSync('/run/tsnet', { recursive: true });
+  sh('ip', 'link', 'set', 'lo', 'up');
+  const child = spawn(cmd[0], cmd.slice(1), {
+    stdio: 'inherit',
+    env: { ...process.env, TSNET_ISOLATED: '1', TSNET_OUTER_NETNS_INO: outer, TSNET_RUN_DIR: '/run/tsnet', TSNET_STATE_DIR: '/run/tsnet/state' },
+  });
+  forwardSignals(child);
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + 15 : 1)));
+}
+
+function inoOf(path) {
+  try {
+    return String(statSync(path).ino);
+  } catch {
+    return undefined;
+  }
+}
+
+function forwardSignals(child) {
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, () => child.kill(s));
+}

@@ -1,0 +1,133 @@
+/**
+ * Named network namespaces under tsnet's run directory, kept alive by bind-mounted files (the
+ * `ip netns` scheme, but in our own directory), and references to a process's namespace.
+ * Creation and deletion each cost one short-lived process (`unshare --net=FILE`, `umount`).
+ */
+import { mkdir, readdir, readFile, rm, statfs, writeFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TsnetError, wrap } from '../core/errors.js';
+import type { NetnsRef } from '../core/net.js';
+import { execDetails, run } from './exec.js';
+
+/** statfs(2) f_type of nsfs, the filesystem of /proc/PID/ns/* and their bind mounts. */
+const NSFS_MAGIC = 0x6e736673;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+export interface NetnsManager {
+  readonly dir: string;
+  /** Creates a namespace named `name`; ALREADY_EXISTS if one is there. */
+  create(name: string, opts?: { readonly signal?: AbortSignal }): Promise<NetnsRef>;
+  /** The namespace `name`; NOT_FOUND if it does not exist. */
+  open(name: string): Promise<NetnsRef>;
+  /** Names of the namespaces in the directory that are live (mounted). */
+  list(): Promise<string[]>;
+  /** Removes `name`; succeeds if it is already gone. */
+  remove(name: string, opts?: { readonly signal?: AbortSignal }): Promise<void>;
+  pathOf(name: string): string;
+}
+
+export function parseNetnsName(raw: string, field = 'netns name'): string {
+  if (typeof raw !== 'string' || !NAME.test(raw)) {
+    throw new TsnetError('INVALID_CONFIG', `${field}: invalid value ${JSON.stringify(raw)}: must be 1-128 letters, digits, '_', '.', '-'`, { details: { field, value: raw } });
+  }
+  return raw;
+}
+
+/** Is `path` a live network namespace file (nsfs)? */
+export async function isNetnsFile(path: string): Promise<boolean> {
+  try {
+    const s = await statfs(path);
+    return Number(s.type) === NSFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/** Checks that a namespace reference points at a live namespace; NOT_FOUND names the path. */
+export async function checkNetns(ns: NetnsRef, field = 'netns'): Promise<NetnsRef> {
+  if (ns.kind === 'host') return ns;
+  if (!(await isNetnsFile(ns.path))) {
+    const exists = await stat(ns.path).then(() => true, () => false);
+    throw new TsnetError('NOT_FOUND', `${field}: ${ns.path} ${exists ? 'is not a network namespace' : 'does not exist'}`, { details: { field, value: ns.path } });
+  }
+  return ns;
+}
+
+/** The network namespace of process `pid`. */
+export async function netnsOfPid(pid: number): Promise<NetnsRef> {
+  if (!Number.isInteger(pid) || pid <= 0) throw new TsnetError('INVALID_CONFIG', `pid: invalid value ${pid}`, { details: { field: 'pid', value: pid } });
+  return checkNetns({ kind: 'path', path: `/proc/${pid}/ns/net` }, 'pid');
+}
+
+export function createNetnsManager(dir: string): NetnsManager {
+  let shared: Promise<void> | undefined;
+  const pathOf = (name: string): string => join(dir, parseNetnsName(name));
+
+  // Like `ip netns`: the directory is a shared bind mount of itself, so that unmounting a
+  // namespace file here also unmounts the copies in mount namespaces cloned from this one.
+  const ensureDir = (): Promise<void> => {
+    shared ??= (async () => {
+      await mkdir(dir, { recursive: true, mode: 0o755 });
+      const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+      const isMount = mountinfo.split('\n').some((l) => l.split(' ')[4] === dir);
+      if (!isMount) await run(['mount', '--bind', dir, dir]);
+      await run(['mount', '--make-shared', dir]);
+    })().catch((err: unknown) => {
+      shared = undefined;
+      throw wrap(`prepare netns directory ${dir}`, err);
+    });
+    return shared;
+  };
+
+  return {
+    dir,
+    pathOf,
+    async create(name, opts = {}) {
+      const path = pathOf(name);
+      await ensureDir();
+      try {
+        await writeFile(path, '', { flag: 'wx', mode: 0o444 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+          throw new TsnetError('ALREADY_EXISTS', `netns ${name} already exists (${path})`, { details: { field: 'netns name', value: name } });
+        }
+        throw wrap(`create netns ${name}`, err);
+      }
+      try {
+        await run(['unshare', `--net=${path}`, 'true'], opts.signal ? { signal: opts.signal } : {});
+      } catch (err) {
+        await rm(path, { force: true });
+        throw wrap(`create netns ${name}`, err);
+      }
+      return { kind: 'path', path };
+    },
+    async open(name) {
+      const path = pathOf(name);
+      if (!(await isNetnsFile(path))) throw new TsnetError('NOT_FOUND', `netns ${name} does not exist (${path})`, { details: { field: 'netns name', value: name } });
+      return { kind: 'path', path };
+    },
+    async list() {
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw wrap(`list netns in ${dir}`, err);
+      }
+      const live = await Promise.all(names.map(async (n) => ((await isNetnsFile(join(dir, n))) ? n : undefined)));
+      return live.filter((n): n is string => n !== undefined).sort();
+    },
+    async remove(name, opts = {}) {
+      const path = pathOf(name);
+      if (await isNetnsFile(path)) {
+        try {
+          await run(['umount', '--lazy', path], opts.signal ? { signal: opts.signal } : {});
+        } catch (err) {
+          // Raced with another remover: fine if it is no longer mounted.
+          if (await isNetnsFile(path)) throw wrap(`remove netns ${name}`, new TsnetError('INTERNAL', execDetails(err)?.stderr.trim() || String(err)));
+        }
+      }
+      await rm(path, { force: true });
+    },
+  };
+}
