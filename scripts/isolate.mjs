@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs a command inside a throwaway "host": a fresh network namespace and a private mount
+// Runs a command inside a throwaway "host": fresh network, UTS and IPC namespaces and a private mount
 // namespace with tmpfs on /run, /tmp and tsnet's/CNI's state directories. Nothing it does can
 // touch the machine's real interfaces, routes, firewall or state. Used by `npm test`,
 // `npm run bench` and `npm run demo`:
@@ -25,7 +25,7 @@ if (enter) {
     process.exit(77);
   }
   const outer = String(statSync('/proc/self/ns/net').ino);
-  const child = spawn('unshare', ['--net', '--mount', '--propagation', 'private', '--', process.execPath, new URL(import.meta.url).pathname, '--', ...cmd], {
+  const child = spawn('unshare', ['--net', '--mount', '--uts', '--ipc', '--propagation', 'private', '--', process.execPath, new URL(import.meta.url).pathname, '--', ...cmd], {
     stdio: 'inherit',
     env: { ...process.env, TSNET_OUTER_NETNS_INO: outer },
   });

@@ -46,6 +46,13 @@ if (tsc.status !== 0) {
   process.exit(1);
 }
 console.log('typecheck: ok');
+// 2. Build the bundles the end-to-end tests and the runtime's shim run.
+const build = spawnSync(process.execPath, [join(root, 'scripts/build.mjs')], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.log('build failed');
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
 
 let skippedFiles = [];
 let toRun = files;

@@ -15,8 +15,11 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export interface NetnsManager {
   readonly dir: string;
-  /** Creates a namespace named `name`; ALREADY_EXISTS if one is there. */
-  create(name: string, opts?: { readonly signal?: AbortSignal }): Promise<NetnsRef>;
+  /**
+   * Creates a namespace named `name`; ALREADY_EXISTS if one is there. `sysctls` (net.* keys) are
+   * set inside it by the same process that creates it (no extra process start).
+   */
+  create(name: string, opts?: { readonly signal?: AbortSignal; readonly sysctls?: Readonly<Record<string, string | number>> }): Promise<NetnsRef>;
   /** The namespace `name`; NOT_FOUND if it does not exist. */
   open(name: string): Promise<NetnsRef>;
   /** Names of the namespaces in the directory that are live (mounted). */
@@ -79,11 +82,17 @@ export function createNetnsManager(dir: string): NetnsManager {
     return shared;
   };
 
-  return {
+  const mgr: NetnsManager = {
     dir,
     pathOf,
     async create(name, opts = {}) {
       const path = pathOf(name);
+      const sysctls = Object.entries(opts.sysctls ?? {}).map(([k, v]) => {
+        if (!/^net\.[A-Za-z0-9_./-]+$/.test(k) || !/^[A-Za-z0-9_.:-]+$/.test(String(v))) {
+          throw new TsnetError('INVALID_CONFIG', `sysctl ${k}=${String(v)}: not a net.* key with a plain value`, { details: { field: 'sysctl' } });
+        }
+        return `${k}=${String(v)}`;
+      });
       await ensureDir();
       try {
         await writeFile(path, '', { flag: 'wx', mode: 0o444 });
@@ -94,9 +103,10 @@ export function createNetnsManager(dir: string): NetnsManager {
         throw wrap(`create netns ${name}`, err);
       }
       try {
-        await run(['unshare', `--net=${path}`, 'true'], opts.signal ? { signal: opts.signal } : {});
+        await run(['unshare', `--net=${path}`, ...(sysctls.length > 0 ? ['sysctl', '-q', '-w', ...sysctls] : ['true'])], opts.signal ? { signal: opts.signal } : {});
       } catch (err) {
-        await rm(path, { force: true });
+        // The namespace may be mounted already (the sysctl step failed after it): undo fully.
+        await mgr.remove(name).catch(() => rm(path, { force: true }));
         throw wrap(`create netns ${name}`, err);
       }
       return { kind: 'path', path };
@@ -130,4 +140,5 @@ export function createNetnsManager(dir: string): NetnsManager {
       await rm(path, { force: true });
     },
   };
+  return mgr;
 }

@@ -44,7 +44,7 @@ export function importsOf(text: string): ImportRef[] {
 }
 
 const isTest = (p: string): boolean => p.endsWith('.test.ts') || p.startsWith('test/') || p.startsWith('bench/');
-const isCompositionRoot = (p: string): boolean => p === 'cli/main.ts' || /^plugins\/[^/]+\/main\.ts$/.test(p) || p.startsWith('cli/');
+const isCompositionRoot = (p: string): boolean => p === 'cli/main.ts' || p === 'runtime/shim-main.ts' || /^plugins\/[^/]+\/main\.ts$/.test(p) || p.startsWith('cli/');
 const layerOf = (p: string): Layer | undefined => LAYERS.find((l) => p.startsWith(`${l}/`));
 
 /** Returns one message per violation. Pure, so the rules themselves are unit-tested below. */

@@ -56,3 +56,17 @@ t.test('harness: a veth between host and a namespace carries TCP', { skip: skipU
     t.equal(reply, 'hello x from 10.99.0.2 to 10.99.0.1');
   });
 });
+
+t.test('netns: sysctls set at creation; a failing one leaves nothing', { skip: skipUnlessRoot }, async (t) => {
+  await withIsolatedHost(async (host) => {
+    const ns = await host.netns.create('v4only', { sysctls: { 'net.ipv6.conf.default.disable_ipv6': 1 } });
+    const v = (await host.execIn(ns, ['sysctl', '-n', 'net.ipv6.conf.default.disable_ipv6'])).stdout.trim();
+    t.equal(v, '1', 'set inside the new namespace');
+    const hostV = (await host.exec(['sysctl', '-n', 'net.ipv6.conf.default.disable_ipv6'])).stdout.trim();
+    t.equal(hostV, '0', 'not in the host');
+    await t.rejects(host.netns.create('broken', { sysctls: { 'net.ipv4.no_such_key': 1 } }), { code: 'INTERNAL' });
+    t.same(await host.netns.list(), ['v4only'], 'the failed namespace is gone');
+    await t.rejects(host.netns.create('bad', { sysctls: { 'kernel.hostname': 'x' } }), { code: 'INVALID_CONFIG' });
+    t.same(await host.netns.list(), ['v4only']);
+  });
+});

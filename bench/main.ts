@@ -1,0 +1,41 @@
+/**
+ * `npm run bench`: every benchmark, each in its own isolated host, printed with ratios against the
+ * baselines measured in the same run. Run through scripts/bench.mjs (which isolates the process).
+ * Arguments narrow the run: `npm run bench -- netlink firewall`.
+ */
+import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.js';
+import { benchCnm } from './cnm.bench.js';
+import { benchFirewall } from './firewall.bench.js';
+import { benchNetlink } from './netlink.bench.js';
+import { formatSection, type BenchSection } from './report.js';
+import { benchStore } from './store.bench.js';
+
+assertIsolated();
+const all: Record<string, () => Promise<BenchSection>> = {
+  netlink: () => withIsolatedHost((host) => benchNetlink(host, { n: 50 })),
+  firewall: () => withIsolatedHost((host) => benchFirewall(host)),
+  store: () => benchStore(),
+  cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
+};
+const wanted = process.argv.slice(2).filter((a) => a !== '--');
+const names = wanted.length > 0 ? wanted : Object.keys(all);
+const started = Date.now();
+let failed = 0;
+for (const name of names) {
+  const fn = all[name];
+  if (!fn) {
+    process.stderr.write(`unknown benchmark ${name} (known: ${Object.keys(all).join(', ')})\n`);
+    process.exitCode = 2;
+    continue;
+  }
+  const t0 = Date.now();
+  try {
+    const section = await fn();
+    process.stdout.write(`\n${formatSection(section)}\n  (${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
+  } catch (err) {
+    failed++;
+    process.stdout.write(`\n## ${name}: FAILED: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  }
+}
+process.stdout.write(`\nbench: ${names.length - failed}/${names.length} sections in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+if (failed > 0) process.exitCode = 1;

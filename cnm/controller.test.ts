@@ -1,0 +1,174 @@
+import t from 'tap';
+import { TsnetError } from '../core/errors.js';
+import { HOST_NETNS, type IfName } from '../core/net.js';
+import { makeWorld } from '../test/helpers/cnm-world.js';
+
+const names = (links: readonly { name: string }[]): string[] => links.map((l) => l.name).sort();
+
+t.test('predefined networks and a user network', async (t) => {
+  const w = makeWorld({ hostRoutes: ['10.89.0.0/24'] });
+  await w.controller.ensurePredefined();
+  await w.controller.ensurePredefined(); // idempotent
+  const nets = await w.controller.listNetworks();
+  t.same(nets.map((n) => n.name), ['bridge', 'host', 'none']);
+  const bridge = nets.find((n) => n.name === 'bridge');
+  t.equal(bridge?.subnets[0]?.subnet, '10.89.1.0/24', 'default pool skips the host route 10.89.0.0/24');
+  const host = w.kernel.netlinkFor(HOST_NETNS);
+  t.ok(await host.getLink('tsnet0' as IfName), 'default bridge tsnet0 exists');
+  t.same((await host.listAddrs('tsnet0' as IfName)).filter((a) => a.family === 4).map((a) => a.prefix), ['10.89.1.1/24']);
+  const web = await w.controller.createNetwork({ name: 'web' });
+  t.equal(web.subnets[0]?.subnet, '10.89.2.0/24');
+  t.equal(web.config['bridge'], `br-${web.id.slice(0, 12)}`);
+  t.equal(web.status, 'ready');
+  t.ok(w.firewall.networks().has(web.id), 'firewall policy stated');
+  t.equal(w.firewall.networks().get(web.id)?.masquerade, true);
+  await t.rejects(w.controller.createNetwork({ name: 'web' }), { code: 'ALREADY_EXISTS', message: /network with name web already exists/ });
+  await t.rejects(w.controller.createNetwork({ name: 'host' }), { code: 'ALREADY_EXISTS' });
+  await t.rejects(w.controller.createNetwork({ name: 'h2', driver: 'host' }), { code: 'INVALID_CONFIG', message: /only one instance of "host"/ });
+  await t.rejects(w.controller.createNetwork({ name: 'x', driver: 'macvlan' }), { code: 'INVALID_CONFIG', message: /unknown driver/ });
+  await t.rejects(w.controller.createNetwork({ name: 'bad name!' }), { code: 'INVALID_CONFIG', message: /name/ });
+  await t.rejects(w.controller.createNetwork({ name: 'x', options: { 'com.docker.network.driver.mtu': 'abc' } }), { code: 'INVALID_CONFIG', message: /com\.docker\.network\.driver\.mtu/ });
+  t.equal((await w.controller.listNetworks()).length, 4, 'failed creates left nothing');
+});
+
+t.test('bad subnets: overlap, gateway outside, nothing created', async (t) => {
+  const w = makeWorld();
+  await w.controller.createNetwork({ name: 'a', subnets: [{ subnet: '172.30.0.0/16' }] });
+  const before = names(await w.kernel.netlinkFor(HOST_NETNS).listLinks());
+  await t.rejects(w.controller.createNetwork({ name: 'b', subnets: [{ subnet: '172.30.5.0/24' }] }), { message: /overlaps network "a" \(172\.30\.0\.0\/16\)/ });
+  await t.rejects(w.controller.createNetwork({ name: 'c', subnets: [{ subnet: '172.31.0.0/24', gateway: '172.32.0.1' }] }), { code: 'INVALID_CONFIG', message: /gateway/ });
+  await t.rejects(w.controller.createNetwork({ name: 'd', subnets: [{ subnet: '172.31.0.0/33' }] }), { code: 'INVALID_CONFIG', message: /subnet/ });
+  t.same(names(await w.kernel.netlinkFor(HOST_NETNS).listLinks()), before, 'no bridge left behind');
+  t.same((await w.controller.listNetworks()).map((n) => n.name), ['a']);
+  t.equal((await w.ipam.listPools()).length, 1, 'no pool left behind');
+  t.equal(w.firewall.networks().size, 1);
+});
+
+t.test('sandbox lifecycle: join, second network, disconnect, remove', async (t) => {
+  const w = makeWorld();
+  await w.controller.ensurePredefined();
+  await w.controller.createNetwork({ name: 'back', internal: true });
+  const sb = await w.controller.createSandbox({ name: 'web1', hostname: 'web1', mode: { kind: 'network', network: 'bridge' } });
+  t.equal(sb.netns.kind, 'path');
+  const ctr = w.kernel.netlinkFor(sb.netns);
+  t.same(names(await ctr.listLinks()), ['eth0', 'lo']);
+  const eps = await w.controller.endpointsOf(sb.record.id);
+  t.equal(eps.length, 1);
+  const ep = eps[0]!;
+  t.equal(ep.status, 'ready');
+  t.equal(ep.addresses[0], '10.89.0.2/24', 'first address after the gateway');
+  t.same((await ctr.listAddrs('eth0' as IfName)).filter((a) => a.family === 4).map((a) => a.prefix), ['10.89.0.2/24']);
+  const routes = await ctr.listRoutes({ family: 4 });
+  t.ok(routes.some((r) => r.dst === '0.0.0.0/0' && r.via === '10.89.0.1'), 'default route via the gateway');
+  const hostLink = await w.kernel.netlinkFor(HOST_NETNS).getLink(ep.hostIf!);
+  t.equal(hostLink?.master, 'tsnet0', 'host end on the bridge');
+  t.match(w.files.get(sb.record.hostsPath) ?? '', /^10\.89\.0\.2\tweb1$/m, 'hosts file has own address');
+  t.match(w.files.get(sb.record.resolvConfPath) ?? '', /^nameserver 192\.0\.2\.53$/m);
+
+  const ep2 = await w.controller.connect('web1', 'back');
+  t.equal(ep2.ifName, 'eth1');
+  t.equal(ep2.defaultRoute, false, 'only one default route');
+  t.same(names(await ctr.listLinks()), ['eth0', 'eth1', 'lo']);
+  await t.rejects(w.controller.connect('web1', 'back'), { code: 'ALREADY_EXISTS', message: /already exists in network back/ });
+  await w.controller.disconnect('web1', 'back');
+  t.same(names(await ctr.listLinks()), ['eth0', 'lo'], 'eth1 removed');
+  t.same(await w.ipam.listAddresses(ep2.networkId), [], 'address released');
+  await t.rejects(w.controller.disconnect('web1', 'back'), { code: 'NOT_FOUND' });
+  await t.rejects(w.controller.deleteNetwork('bridge'), { code: 'ALREADY_EXISTS', message: /pre-defined/ });
+  const net = await w.controller.createNetwork({ name: 'tmp' });
+  await w.controller.connect('web1', 'tmp');
+  await t.rejects(w.controller.deleteNetwork('tmp'), { code: 'ALREADY_EXISTS', message: /has active endpoints/ });
+
+  await w.controller.deleteSandbox('web1');
+  t.equal(w.namespaces.size, 0, 'namespace removed');
+  t.same((await w.controller.listSandboxes()), []);
+  t.same(await w.state.endpoints.list(), []);
+  t.same(names(await w.kernel.netlinkFor(HOST_NETNS).listLinks()).filter((n) => n.startsWith('veth')), [], 'no veth left');
+  t.same([...w.files.keys()], [], 'files removed');
+  await w.controller.deleteNetwork('tmp');
+  t.notOk(await w.kernel.netlinkFor(HOST_NETNS).getLink(`br-${net.id.slice(0, 12)}` as IfName), 'bridge removed');
+  t.notOk(w.firewall.networks().has(net.id), 'firewall policy removed');
+  t.same(await w.ipam.getPools(net.id), [], 'pool released');
+});
+
+t.test('static addresses, internal networks, IPv6', async (t) => {
+  const w = makeWorld();
+  await w.controller.createNetwork({ name: 'n', subnets: [{ subnet: '192.168.77.0/24', ipRange: '192.168.77.128/25' }], ipv6: true });
+  const a = await w.controller.createSandbox({ name: 'a', mode: { kind: 'network', network: 'n' } });
+  const [epA] = await w.controller.endpointsOf(a.record.id);
+  t.equal(epA?.addresses[0], '192.168.77.128/24', 'dynamic addresses come from the ip-range');
+  t.match(epA?.addresses[1] ?? '', /^fd[0-9a-f:]+\/64$/, 'ULA IPv6 address');
+  const b = await w.controller.createSandbox({ name: 'b', mode: { kind: 'none' } });
+  const epB = await w.controller.connect('b', 'n', { ip: '192.168.77.10' });
+  t.equal(epB.addresses[0], '192.168.77.10/24');
+  await w.controller.createSandbox({ name: 'c', mode: { kind: 'none' } });
+  await t.rejects(w.controller.connect('c', 'n', { ip: '192.168.77.10' }), { code: 'ALREADY_EXISTS' });
+  await t.rejects(w.controller.connect('c', 'n', { ip: '10.0.0.1' }), { code: 'INVALID_CONFIG', message: /ip/ });
+  await t.rejects(w.controller.connect('c', 'n', { ip: 'fd00::1' }), { code: 'INVALID_CONFIG', message: /ip6/ });
+  t.same((await w.state.endpoints.list()).filter((e) => e.sandboxId === (b.record.id)).length, 1);
+  t.equal((await w.controller.endpointsOf((await w.controller.findSandbox('c')).id)).length, 0, 'failed connects left no endpoint');
+  t.equal((await w.ipam.listAddresses((await w.controller.findNetwork('n')).id)).length, 4, 'only a and b hold addresses');
+
+  await w.controller.createNetwork({ name: 'int', internal: true });
+  const d = await w.controller.createSandbox({ name: 'd', mode: { kind: 'network', network: 'int' } });
+  const routes = await w.kernel.netlinkFor(d.netns).listRoutes({ family: 4 });
+  t.notOk(routes.some((r) => r.dst === '0.0.0.0/0'), 'internal network: no default route');
+  t.equal(w.firewall.networks().get((await w.controller.findNetwork('int')).id)?.internal, true);
+});
+
+t.test('host, none and container modes', async (t) => {
+  const w = makeWorld();
+  await w.controller.ensurePredefined();
+  const h = await w.controller.createSandbox({ name: 'h', mode: { kind: 'host' } });
+  t.same(h.netns, HOST_NETNS);
+  await t.rejects(w.controller.connect('h', 'bridge'), { code: 'INVALID_CONFIG', message: /host network/ });
+  const n = await w.controller.createSandbox({ name: 'n', mode: { kind: 'none' } });
+  t.same(names(await w.kernel.netlinkFor(n.netns).listLinks()), ['lo']);
+  const srv = await w.controller.createSandbox({ name: 'srv', mode: { kind: 'network', network: 'bridge' } });
+  const side = await w.controller.createSandbox({ name: 'side', mode: { kind: 'container', target: 'srv' } });
+  t.same(side.netns, srv.netns, 'shares the namespace');
+  t.equal(side.record.hostsPath, srv.record.hostsPath, 'shares the hosts file');
+  await t.rejects(w.controller.createSandbox({ name: 's2', mode: { kind: 'container', target: 'nope' } }), { code: 'NOT_FOUND', message: /no such container: nope/ });
+  await t.rejects(w.controller.createSandbox({ name: 's3', hostname: 'x', mode: { kind: 'container', target: 'srv' } }), { code: 'INVALID_CONFIG', message: /hostname/ });
+  await t.rejects(w.controller.connect('side', 'bridge'), { code: 'INVALID_CONFIG', message: /container type network/ });
+  await t.rejects(w.controller.createSandbox({ name: 'srv', mode: { kind: 'none' } }), { code: 'ALREADY_EXISTS', message: /already in use/ });
+  await w.controller.deleteSandbox('side');
+  t.ok(w.kernel.hasNetns(srv.netns), 'removing the sharer keeps the owner namespace');
+});
+
+t.test('failures roll back; reconcile cleans half-made state and restores the kernel', async (t) => {
+  const w = makeWorld();
+  await w.controller.ensurePredefined();
+  await w.controller.createSandbox({ name: 'a', mode: { kind: 'none' } });
+  w.kernel.failNext('addVeth', new TsnetError('INTERNAL', 'injected'));
+  await t.rejects(w.controller.connect('a', 'bridge'), { message: /injected/ });
+  t.same(await w.state.endpoints.list(), [], 'no endpoint record');
+  const bridgeNet = await w.controller.findNetwork('bridge');
+  t.same(await w.ipam.listAddresses(bridgeNet.id), [], 'no address held');
+  t.same(names(await w.kernel.netlinkFor(HOST_NETNS).listLinks()).filter((x) => x.startsWith('veth')), []);
+
+  w.firewall.failNext('INTERNAL', 'ensureNetwork');
+  await t.rejects(w.controller.createNetwork({ name: 'z' }), { code: 'INTERNAL' });
+  t.same((await w.controller.listNetworks()).map((n) => n.name), ['bridge', 'host', 'none']);
+  t.equal((await w.kernel.netlinkFor(HOST_NETNS).listLinks()).filter((l) => l.name.startsWith('br-')).length, 0, 'bridge of the failed network removed');
+
+  // A crash after the endpoint record and the address, before the join:
+  const a = await w.controller.findSandbox('a');
+  await w.state.endpoints.create({
+    schemaVersion: 1, id: 'deadbeef' as never, networkId: bridgeNet.id, sandboxId: a.id, created: '', status: 'creating',
+    ifName: 'eth0' as IfName, hostIf: 'vethdead' as IfName, addresses: ['10.89.0.9/24' as never], aliases: [], defaultRoute: true, ports: [],
+  });
+  await w.ipam.requestAddress({ networkId: bridgeNet.id, owner: 'deadbeef', ip: '10.89.0.9' });
+  await w.ipam.requestAddress({ networkId: bridgeNet.id, owner: 'orphan-owner' });
+  // and an admin deleted the default bridge:
+  await w.kernel.netlinkFor(HOST_NETNS).removeLink('tsnet0' as IfName);
+  const r = await w.controller.reconcile();
+  t.ok(r.cleaned.some((c) => c.startsWith('endpoint deadbeef')), 'half-made endpoint cleaned');
+  t.ok(r.cleaned.some((c) => c.startsWith('address')), 'orphan address released');
+  t.same(await w.ipam.listAddresses(bridgeNet.id), []);
+  t.same(await w.state.endpoints.list(), []);
+  t.ok(await w.kernel.netlinkFor(HOST_NETNS).getLink('tsnet0' as IfName), 'bridge restored');
+  t.ok(r.restored.includes('bridge'));
+  const again = await w.controller.connect('a', 'bridge');
+  t.equal(again.status, 'ready', 'works after reconcile');
+});

@@ -1,0 +1,562 @@
+/**
+ * The controller sequences validate → allocate → driver → persist → files for every operation and
+ * undoes what it did when a step fails. It holds no kernel code and no state: records are re-read by
+ * id from the state port on every call. Records are written with status "creating" before the
+ * kernel is touched, so `reconcile` can finish or undo whatever a crash interrupted.
+ */
+import { TsnetError, wrap } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import {
+  addrFamily, parseIpAddr, parseMac, prefixAddr,
+  type EndpointId, type Family, type IfName, type IpAddr, type NetnsRef, type NetworkId, type Prefix, type SandboxId,
+} from '../core/net.js';
+import { teardownAll } from '../core/teardown.js';
+import { UndoStack } from '../core/undo.js';
+import type { DriverConfig, NetworkDriver, NetworkSpec } from '../drivers/api.js';
+import type { DriverRegistry } from '../drivers/registry.js';
+import type { Ipam, PoolRecord } from '../ipam/api.js';
+import type { NetlinkCache } from '../sys/netlink/api.js';
+import type { NetnsManager } from '../sys/netns.js';
+import type { PortMapping } from '../sys/firewall/api.js';
+import { checkName, type EndpointRecord, type NetworkRecord, type SandboxRecord } from './model.js';
+import type { CnmState } from './state.js';
+
+export interface SandboxFiles {
+  /** The directory for a sandbox's files (hosts, resolv.conf). */
+  dirFor(id: SandboxId): string;
+  write(path: string, content: string): Promise<void>;
+  /** Removes the directory; succeeds if it is gone. */
+  removeDir(dir: string): Promise<void>;
+}
+
+export interface ControllerDeps {
+  readonly state: CnmState;
+  readonly ipam: Ipam;
+  readonly drivers: DriverRegistry;
+  readonly netns: NetnsManager;
+  readonly hostNs: NetnsRef;
+  readonly netlink: NetlinkCache;
+  readonly files: SandboxFiles;
+  /** The container's resolv.conf for the given options (dns/resolv-conf.ts over the host's files). */
+  readonly resolvConf: (opts: { readonly dns: readonly IpAddr[]; readonly dnsSearch: readonly string[]; readonly dnsOptions: readonly string[] }) => Promise<string>;
+  /** The container's /etc/hosts (dns/hosts-file.ts). */
+  readonly hostsFile: (self: readonly { ip: IpAddr; names: string[] }[], extra: readonly { ip: IpAddr; names: string[] }[]) => string;
+  readonly log: Logger;
+  readonly randomHex: (bytes: number) => string;
+  readonly now: () => Date;
+}
+
+export interface SubnetRequest {
+  readonly subnet?: string;
+  readonly gateway?: string;
+  readonly ipRange?: string;
+  readonly auxAddresses?: Readonly<Record<string, string>>;
+}
+
+export interface CreateNetworkRequest {
+  readonly name: string;
+  readonly driver?: string;
+  readonly subnets?: readonly SubnetRequest[];
+  readonly ipv6?: boolean;
+  readonly internal?: boolean;
+  readonly options?: Readonly<Record<string, string>>;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export type NetworkMode =
+  | { readonly kind: 'network'; readonly network: string }
+  | { readonly kind: 'host' }
+  | { readonly kind: 'none' }
+  | { readonly kind: 'container'; readonly target: string };
+
+export interface CreateSandboxRequest {
+  readonly id?: string;
+  readonly name: string;
+  readonly hostname?: string;
+  readonly mode: NetworkMode;
+  readonly extraHosts?: readonly { ip: string; names: string[] }[];
+  readonly dns?: readonly string[];
+  readonly dnsSearch?: readonly string[];
+  readonly dnsOptions?: readonly string[];
+  /** With mode "network": how to connect to it (static IP, aliases, MAC, published ports). */
+  readonly connect?: ConnectRequest;
+}
+
+export interface ConnectRequest {
+  readonly ip?: string;
+  readonly ip6?: string;
+  readonly aliases?: readonly string[];
+  readonly mac?: string;
+  readonly ports?: readonly PortMapping[];
+}
+
+export interface NetworkDetails {
+  readonly network: NetworkRecord;
+  readonly endpoints: readonly (EndpointRecord & { readonly sandboxName: string })[];
+}
+
+/** Where the sandbox's processes must run: its namespace and its files. */
+export interface SandboxHandle {
+  readonly record: SandboxRecord;
+  readonly netns: NetnsRef;
+}
+
+export const DEFAULT_BRIDGE = 'tsnet0';
+const PREDEFINED = ['bridge', 'host', 'none'] as const;
+
+function conflict(msg: string, details: Record<string, unknown> = {}): TsnetError {
+  return new TsnetError('ALREADY_EXISTS', msg, { details });
+}
+function notFound(what: string, name: string, field: string): TsnetError {
+  return new TsnetError('NOT_FOUND', `${what} ${name} not found`, { details: { field, value: name } });
+}
+function invalid(field: string, msg: string): TsnetError {
+  return new TsnetError('INVALID_CONFIG', `${field}: ${msg}`, { details: { field } });
+}
+
+export function netnsOf(sb: SandboxRecord): NetnsRef {
+  return sb.netns.kind === 'host' ? { kind: 'host' } : { kind: 'path', path: sb.netns.path };
+}
+
+export function specOf(n: NetworkRecord): NetworkSpec {
+  return {
+    id: n.id,
+    name: n.name,
+    subnets: n.subnets.map((s) => ({ subnet: s.subnet, gateway: s.gateway })),
+    internal: n.internal,
+    options: n.options,
+  };
+}
+
+export interface Controller {
+  ensurePredefined(): Promise<void>;
+  createNetwork(req: CreateNetworkRequest): Promise<NetworkRecord>;
+  deleteNetwork(idOrName: string): Promise<void>;
+  /** Removes every network without endpoints that is not predefined; returns their names. */
+  pruneNetworks(): Promise<string[]>;
+  listNetworks(): Promise<NetworkRecord[]>;
+  findNetwork(idOrName: string): Promise<NetworkRecord>;
+  inspectNetwork(idOrName: string): Promise<NetworkDetails>;
+  createSandbox(req: CreateSandboxRequest): Promise<SandboxHandle>;
+  findSandbox(idOrName: string): Promise<SandboxRecord>;
+  listSandboxes(): Promise<SandboxRecord[]>;
+  endpointsOf(sandboxId: SandboxId): Promise<EndpointRecord[]>;
+  connect(sandbox: string, network: string, req?: ConnectRequest): Promise<EndpointRecord>;
+  disconnect(sandbox: string, network: string): Promise<void>;
+  deleteSandbox(idOrName: string): Promise<void>;
+  /** Finishes or undoes what a crash interrupted and restores networks in the kernel. */
+  reconcile(): Promise<{ readonly cleaned: string[]; readonly restored: string[] }>;
+}
+
+export function createController(deps: ControllerDeps): Controller {
+  const { state, ipam, drivers, log } = deps;
+  const now = (): string => deps.now().toISOString();
+  const newId = (): string => deps.randomHex(32);
+
+  async function findNetwork(idOrName: string): Promise<NetworkRecord> {
+    const all = await state.networks.list();
+    const hit = all.find((n) => n.name === idOrName) ?? all.find((n) => n.id === idOrName) ?? all.filter((n) => idOrName.length >= 3 && n.id.startsWith(idOrName)).at(0);
+    if (!hit) throw notFound('network', idOrName, 'network');
+    return hit;
+  }
+
+  async function findSandbox(idOrName: string): Promise<SandboxRecord> {
+    const all = await state.sandboxes.list();
+    const hit = all.find((s) => s.name === idOrName) ?? all.find((s) => s.id === idOrName) ?? all.filter((s) => idOrName.length >= 3 && s.id.startsWith(idOrName)).at(0);
+    if (!hit) throw notFound('container', idOrName, 'container');
+    return hit;
+  }
+
+  const endpointsOf = async (sandboxId: SandboxId): Promise<EndpointRecord[]> =>
+    (await state.endpoints.list()).filter((e) => e.sandboxId === sandboxId).sort((a, b) => a.ifName.localeCompare(b.ifName, 'en', { numeric: true }));
+
+  async function writeFiles(sb: SandboxRecord): Promise<void> {
+    if (sb.netns.kind === 'container') return; // shares the target's files
+    const eps = await endpointsOf(sb.id);
+    const self = eps.flatMap((e) => e.addresses.map((a) => ({ ip: prefixAddr(a), names: [sb.hostname] })));
+    await deps.files.write(sb.hostsPath, deps.hostsFile(self, sb.extraHosts));
+  }
+
+  async function createNetworkLocked(req: CreateNetworkRequest, predefined: boolean): Promise<NetworkRecord> {
+    const name = checkName(req.name, 'name');
+    const driverType = req.driver ?? 'bridge';
+    const driver = drivers(driverType);
+    if (!predefined && (PREDEFINED as readonly string[]).includes(name)) throw conflict(`network name ${name}: ${name} is a pre-defined network name`, { field: 'name' });
+    if (!predefined && driver.type !== 'bridge') throw invalid('driver', `only one instance of "${driver.type}" network is allowed`);
+    const existing = await state.networks.list();
+    if (existing.some((n) => n.name === name)) throw conflict(`network with name ${name} already exists`, { field: 'name' });
+    const id = newId() as NetworkId;
+    const subnetReqs = driver.hasDataPath ? [...(req.subnets ?? [])] : [];
+    if (!driver.hasDataPath && (req.subnets?.length ?? 0) > 0) throw invalid('subnet', `the ${driver.type} driver has no subnets`);
+    // Validate every subnet request's shape before allocating anything.
+    const families: Family[] = subnetReqs.map((s, i) => {
+      if (s.subnet === undefined) throw invalid(`subnet[${i}]`, 'gateway/ip-range/aux-address need a subnet');
+      return s.subnet.includes(':') ? 6 : 4;
+    });
+    const ipv6 = req.ipv6 === true || families.includes(6);
+    const options = { ...(req.options ?? {}) };
+    const provisional: NetworkSpec = { id, name, subnets: [], internal: req.internal === true, options };
+    const config: DriverConfig = driver.validateNetwork(provisional);
+    const record: NetworkRecord = {
+      schemaVersion: 1, id, name, driver: driver.type, created: now(), status: 'creating', internal: req.internal === true, ipv6,
+      predefined, subnets: [], options, labels: { ...(req.labels ?? {}) }, config: { ...config },
+    };
+    const undo = new UndoStack();
+    try {
+      await state.networks.create(record);
+      undo.push('delete network record', () => state.networks.delete(id));
+      const pools: PoolRecord[] = [];
+      if (driver.hasDataPath) {
+        undo.push('release pools', () => ipam.releasePool(id));
+        for (const s of subnetReqs) {
+          pools.push(await ipam.requestPool({
+            networkId: id, networkName: name, ...(s.subnet !== undefined ? { subnet: s.subnet } : {}),
+            ...(s.gateway !== undefined ? { gateway: s.gateway } : {}), ...(s.ipRange !== undefined ? { ipRange: s.ipRange } : {}),
+            ...(s.auxAddresses !== undefined ? { auxAddresses: s.auxAddresses } : {}),
+          }));
+        }
+        if (!families.includes(4)) pools.unshift(await ipam.requestPool({ networkId: id, networkName: name, family: 4 }));
+        if (ipv6 && !families.includes(6)) pools.push(await ipam.requestPool({ networkId: id, networkName: name, family: 6 }));
+      }
+      const withSubnets: NetworkRecord = {
+        ...record,
+        subnets: pools.map((p) => ({
+          subnet: p.subnet, gateway: p.gateway, ...(p.ipRange !== undefined ? { ipRange: p.ipRange } : {}),
+          ...(Object.keys(p.auxAddresses).length > 0 ? { auxAddresses: p.auxAddresses } : {}),
+        })),
+      };
+      await state.networks.put(withSubnets);
+      undo.push('driver delete network', () => driver.deleteNetwork(specOf(withSubnets), config));
+      await driver.createNetwork(specOf(withSubnets), config);
+      const ready: NetworkRecord = { ...withSubnets, status: 'ready' };
+      await state.networks.put(ready);
+      undo.commit();
+      log.info('network created', { network: id, name, driver: driver.type, subnets: ready.subnets.map((s) => s.subnet) });
+      return ready;
+    } catch (err) {
+      await undo.unwind(log);
+      throw wrap(`create network ${name}`, err);
+    }
+  }
+
+  async function removeNetworkEverywhere(n: NetworkRecord, driver: NetworkDriver): Promise<void> {
+    await teardownAll([
+      { label: 'driver', run: () => driver.deleteNetwork(specOf(n), n.config) },
+      { label: 'ipam', run: () => (driver.hasDataPath ? ipam.releasePool(n.id) : Promise.resolve()) },
+      { label: 'record', run: () => state.networks.delete(n.id) },
+    ]);
+  }
+
+  async function teardownEndpoint(ep: EndpointRecord, sandboxNs: NetnsRef): Promise<void> {
+    const net = await state.networks.get(ep.networkId);
+    const steps = [];
+    if (net) {
+      const driver = drivers(net.driver);
+      steps.push(
+        { label: `unpublish ${ep.id}`, run: () => (ep.ports.length > 0 ? driver.unpublish(ep.id) : Promise.resolve()) },
+        {
+          label: `leave ${ep.id}`,
+          run: () => driver.leave({ network: specOf(net), config: net.config, endpointId: ep.id, sandbox: sandboxNs, ifName: ep.ifName, ...(ep.hostIf !== undefined ? { hostIf: ep.hostIf } : {}) }),
+        },
+      );
+    }
+    steps.push(
+      { label: `release addresses of ${ep.id}`, run: () => ipam.releaseOwner(ep.id) },
+      { label: `endpoint record ${ep.id}`, run: () => state.endpoints.delete(ep.id) },
+    );
+    await teardownAll(steps);
+  }
+
+  async function connectLocked(sb: SandboxRecord, net: NetworkRecord, req: ConnectRequest): Promise<EndpointRecord> {
+    if (sb.netns.kind !== 'own') {
+      throw invalid('network', sb.netns.kind === 'host' ? 'container cannot be disconnected from host network or connected to host network' : 'conflicting options: container type network can\'t be used with multiple networks');
+    }
+    const driver = drivers(net.driver);
+    if (!driver.hasDataPath) throw invalid('network', `container cannot be connected to the ${net.driver} network`);
+    if (net.status !== 'ready') throw new TsnetError('UNAVAILABLE', `network ${net.name} is being created or removed`);
+    const eps = await endpointsOf(sb.id);
+    if (eps.some((e) => e.networkId === net.id)) throw conflict(`endpoint with name ${sb.name} already exists in network ${net.name}`, { field: 'network' });
+    // Validate the request fully before anything is allocated.
+    const ip4 = req.ip !== undefined ? parseIpAddr(req.ip, 'ip') : undefined;
+    const ip6 = req.ip6 !== undefined ? parseIpAddr(req.ip6, 'ip6') : undefined;
+    if (ip4 !== undefined && addrFamily(ip4) !== 4) throw invalid('ip', `${ip4} is not an IPv4 address (use --ip6)`);
+    if (ip6 !== undefined && addrFamily(ip6) !== 6) throw invalid('ip6', `${ip6} is not an IPv6 address`);
+    const fams = new Set(net.subnets.map((s) => addrFamily(s.subnet)));
+    if (ip4 !== undefined && !fams.has(4)) throw invalid('ip', `network ${net.name} has no IPv4 subnet`);
+    if (ip6 !== undefined && !fams.has(6)) throw invalid('ip6', `network ${net.name} has no IPv6 subnet`);
+    const mac = req.mac !== undefined ? parseMac(req.mac, 'mac-address') : undefined;
+    for (const a of req.aliases ?? []) checkName(a, 'network-alias');
+    if ((req.ports?.length ?? 0) > 0 && net.internal) throw invalid('publish', `network ${net.name} is internal: ports cannot be published`);
+    const used = new Set<string>(eps.map((e) => e.ifName));
+    let n = 0;
+    while (used.has(`eth${n}`)) n++;
+    const ifName = `eth${n}` as IfName;
+    const id = newId() as EndpointId;
+    const hostIf = `veth${deps.randomHex(4).slice(0, 7)}` as IfName;
+    const defaultRoute = !net.internal && !eps.some((e) => e.defaultRoute);
+    const record: EndpointRecord = {
+      schemaVersion: 1, id, networkId: net.id, sandboxId: sb.id, created: now(), status: 'creating', ifName, hostIf,
+      ...(mac !== undefined ? { mac } : {}), addresses: [], aliases: [...(req.aliases ?? [])], defaultRoute, ports: [],
+    };
+    const sandboxNs = netnsOf(sb);
+    const undo = new UndoStack();
+    try {
+      await state.endpoints.create(record);
+      undo.push('endpoint record', () => state.endpoints.delete(id));
+      undo.push('release addresses', () => ipam.releaseOwner(id));
+      const addresses: Prefix[] = [];
+      for (const s of net.subnets) {
+        const fam = addrFamily(s.subnet);
+        const want = fam === 4 ? ip4 : ip6;
+        const a = await ipam.requestAddress({ networkId: net.id, owner: id, family: fam, ...(want !== undefined ? { ip: want } : {}) });
+        addresses.push(a.address);
+      }
+      const withAddrs: EndpointRecord = { ...record, addresses };
+      await state.endpoints.put(withAddrs);
+      undo.push('leave', () => driver.leave({ network: specOf(net), config: net.config, endpointId: id, sandbox: sandboxNs, ifName, hostIf }));
+      const joined = await driver.join({
+        network: specOf(net), config: net.config, endpointId: id, sandbox: sandboxNs, ifName, hostIf, addresses, defaultRoute,
+        ipv6OffByDefault: true,
+        ...(mac !== undefined ? { mac } : {}),
+      });
+      const ports = (req.ports ?? []).map((p) => ({ ...p, containerIp: pickContainerIp(addresses, p) }));
+      if (ports.length > 0) {
+        undo.push('unpublish', () => driver.unpublish(id));
+        await driver.publish({ network: specOf(net), config: net.config, endpointId: id, mappings: ports });
+      }
+      const ready: EndpointRecord = { ...withAddrs, status: 'ready', ...(joined.mac !== undefined ? { mac: joined.mac } : {}), ports };
+      await state.endpoints.put(ready);
+      undo.commit();
+      log.info('endpoint joined', { endpoint: id, network: net.name, sandbox: sb.name, ifName, addresses });
+      return ready;
+    } catch (err) {
+      await undo.unwind(log);
+      throw wrap(`connect ${sb.name} to ${net.name}`, err);
+    }
+  }
+
+  function pickContainerIp(addresses: readonly Prefix[], p: PortMapping): IpAddr {
+    const fam: Family = p.hostIp !== undefined ? addrFamily(p.hostIp) : addrFamily(p.containerIp);
+    const a = addresses.find((x) => addrFamily(x) === fam) ?? addresses[0];
+    if (a === undefined) throw invalid('publish', 'the endpoint has no address');
+    return prefixAddr(a);
+  }
+
+  const controller: Controller = {
+    async ensurePredefined() {
+      await state.withLock('networks', async () => {
+        const all = await state.networks.list();
+        const has = (n: string): boolean => all.some((x) => x.name === n);
+        if (!has('bridge')) await createNetworkLocked({ name: 'bridge', driver: 'bridge', options: { bridge: DEFAULT_BRIDGE } }, true);
+        if (!has('host')) await createNetworkLocked({ name: 'host', driver: 'host' }, true);
+        if (!has('none')) await createNetworkLocked({ name: 'none', driver: 'none' }, true);
+      });
+    },
+
+    createNetwork: (req) => state.withLock('networks', () => createNetworkLocked(req, false)),
+
+    deleteNetwork: (idOrName) =>
+      state.withLock('networks', async () => {
+        const n = await findNetwork(idOrName);
+        if (n.predefined) throw conflict(`${n.name} is a pre-defined network and cannot be removed`, { field: 'network' });
+        const eps = (await state.endpoints.list()).filter((e) => e.networkId === n.id);
+        if (eps.length > 0) throw conflict(`error while removing network: network ${n.name} id ${n.id} has active endpoints (${eps.length})`, { field: 'network' });
+        await removeNetworkEverywhere(n, drivers(n.driver)).catch((err: unknown) => {
+          throw wrap(`remove network ${n.name}`, err);
+        });
+        log.info('network removed', { network: n.id, name: n.name });
+      }),
+
+    pruneNetworks: () =>
+      state.withLock('networks', async () => {
+        const eps = await state.endpoints.list();
+        const removed: string[] = [];
+        for (const n of await state.networks.list()) {
+          if (n.predefined || eps.some((e) => e.networkId === n.id)) continue;
+          await removeNetworkEverywhere(n, drivers(n.driver));
+          removed.push(n.name);
+        }
+        return removed.sort();
+      }),
+
+    listNetworks: async () => (await state.networks.list()).sort((a, b) => a.name.localeCompare(b.name)),
+    findNetwork,
+
+    async inspectNetwork(idOrName) {
+      const network = await findNetwork(idOrName);
+      const sandboxes = await state.sandboxes.list();
+      const endpoints = (await state.endpoints.list())
+        .filter((e) => e.networkId === network.id)
+        .map((e) => ({ ...e, sandboxName: sandboxes.find((s) => s.id === e.sandboxId)?.name ?? '' }));
+      return { network, endpoints };
+    },
+
+    async createSandbox(req) {
+      const name = checkName(req.name, 'name');
+      const id = (req.id ?? newId()) as SandboxId;
+      const mode = req.mode;
+      if (mode.kind === 'container') {
+        const forbidden = [
+          ['hostname', req.hostname], ['dns', req.dns?.length ? req.dns : undefined], ['dns-search', req.dnsSearch?.length ? req.dnsSearch : undefined],
+          ['dns-option', req.dnsOptions?.length ? req.dnsOptions : undefined], ['add-host', req.extraHosts?.length ? req.extraHosts : undefined],
+        ] as const;
+        for (const [field, v] of forbidden) if (v !== undefined) throw invalid(field, `conflicting options: ${field} and the container type network mode`);
+      }
+      const extraHosts = (req.extraHosts ?? []).map((h, i) => ({ ip: parseIpAddr(h.ip, `add-host[${i}]`), names: h.names.map((nm) => checkHostname(nm, `add-host[${i}]`)) }));
+      const dns = (req.dns ?? []).map((d, i) => parseIpAddr(d, `dns[${i}]`));
+      const hostname = checkHostname(req.hostname ?? id.slice(0, 12), 'hostname');
+      return state.withLock('sandboxes', async () => {
+        const all = await state.sandboxes.list();
+        if (all.some((s) => s.name === name)) throw conflict(`the container name "${name}" is already in use`, { field: 'name' });
+        if (all.some((s) => s.id === id)) throw conflict(`container id ${id} is already in use`, { field: 'id' });
+        let target: SandboxRecord | undefined;
+        if (mode.kind === 'container') {
+          target = await findSandbox(mode.target).catch(() => {
+            throw new TsnetError('NOT_FOUND', `network container:${mode.target}: no such container: ${mode.target}`, { details: { field: 'network' } });
+          });
+        }
+        let network: NetworkRecord | undefined;
+        if (mode.kind === 'network') network = await findNetwork(mode.network);
+        const dir = deps.files.dirFor(id);
+        const netnsName = `tsnet-${id.slice(0, 12)}`;
+        const record: SandboxRecord = {
+          schemaVersion: 1, id, name, hostname, created: now(), status: 'creating',
+          netns: mode.kind === 'host' ? { kind: 'host' }
+            : target !== undefined ? (target.netns.kind === 'host' ? { kind: 'host' } : { kind: 'container', sandboxId: target.id, path: target.netns.path })
+            : { kind: 'own', name: netnsName, path: deps.netns.pathOf(netnsName) },
+          extraHosts, dns, dnsSearch: [...(req.dnsSearch ?? [])], dnsOptions: [...(req.dnsOptions ?? [])],
+          hostsPath: target?.hostsPath ?? `${dir}/hosts`, resolvConfPath: target?.resolvConfPath ?? `${dir}/resolv.conf`,
+        };
+        const undo = new UndoStack();
+        try {
+          await state.sandboxes.create(record);
+          undo.push('sandbox record', () => state.sandboxes.delete(id));
+          if (record.netns.kind === 'own') {
+            const own = record.netns;
+            undo.push('netns', () => deps.netns.remove(own.name));
+            // IPv6 off by default: interfaces of IPv4-only networks then need no sysctl write.
+            const ns = await deps.netns.create(own.name, { sysctls: { 'net.ipv6.conf.default.disable_ipv6': 1 } });
+            await deps.netlink(ns).setLink('lo' as IfName, { up: true });
+            undo.push('netlink handle', () => deps.netlink.release(ns));
+          }
+          if (record.netns.kind !== 'container') {
+            undo.push('files', () => deps.files.removeDir(dir));
+            await deps.files.write(record.resolvConfPath, await deps.resolvConf({ dns, dnsSearch: record.dnsSearch, dnsOptions: record.dnsOptions }));
+            await writeFiles(record);
+          }
+          const ready: SandboxRecord = { ...record, status: 'ready' };
+          await state.sandboxes.put(ready);
+          undo.commit();
+          if (network) await controller.connect(id, network.id, req.connect ?? {}).catch(async (err: unknown) => {
+            await controller.deleteSandbox(id).catch((e: unknown) => log.warn('rollback of sandbox failed', { sandbox: id, err: e }));
+            throw err;
+          });
+          return { record: ready, netns: netnsOf(ready) };
+        } catch (err) {
+          await undo.unwind(log);
+          throw wrap(`create sandbox ${name}`, err);
+        }
+      });
+    },
+
+    findSandbox,
+    listSandboxes: async () => state.sandboxes.list(),
+    endpointsOf,
+
+    async connect(sandbox, network, req = {}) {
+      const sb = await findSandbox(sandbox);
+      const net = await findNetwork(network);
+      return state.withLock(`sandbox:${sb.id}`, async () => {
+        const ep = await connectLocked(sb, net, req);
+        await writeFiles(sb);
+        return ep;
+      });
+    },
+
+    async disconnect(sandbox, network) {
+      const sb = await findSandbox(sandbox);
+      const net = await findNetwork(network);
+      await state.withLock(`sandbox:${sb.id}`, async () => {
+        const ep = (await endpointsOf(sb.id)).find((e) => e.networkId === net.id);
+        if (!ep) throw new TsnetError('NOT_FOUND', `container ${sb.name} is not connected to network ${net.name}`, { details: { field: 'network' } });
+        await teardownEndpoint(ep, netnsOf(sb)).catch((err: unknown) => {
+          throw wrap(`disconnect ${sb.name} from ${net.name}`, err);
+        });
+        await writeFiles(sb);
+        log.info('endpoint left', { endpoint: ep.id, network: net.name, sandbox: sb.name });
+      });
+    },
+
+    async deleteSandbox(idOrName) {
+      const sb = await findSandbox(idOrName);
+      await state.withLock(`sandbox:${sb.id}`, async () => {
+        const ns = netnsOf(sb);
+        const eps = await endpointsOf(sb.id);
+        await teardownAll([
+          ...eps.map((ep) => ({ label: `endpoint ${ep.ifName}`, run: () => teardownEndpoint(ep, ns) })),
+          ...(sb.netns.kind === 'own'
+            ? [{ label: 'netlink handle', run: () => deps.netlink.release(ns) }, { label: 'netns', run: () => deps.netns.remove((sb.netns as { name: string }).name) }]
+            : []),
+          ...(sb.netns.kind !== 'container' ? [{ label: 'files', run: () => deps.files.removeDir(deps.files.dirFor(sb.id)) }] : []),
+          { label: 'record', run: () => state.sandboxes.delete(sb.id) },
+        ]).catch((err: unknown) => {
+          throw wrap(`remove sandbox ${sb.name}`, err);
+        });
+      });
+    },
+
+    async reconcile() {
+      const cleaned: string[] = [];
+      const restored: string[] = [];
+      // Each half-made object is re-read under the lock its creator holds for the whole creation,
+      // so an operation still in progress in another process is never mistaken for a crashed one.
+      await state.withLock('sandboxes', async () => {
+        for (const sb of (await state.sandboxes.list()).filter((s) => s.status === 'creating')) {
+          await controller.deleteSandbox(sb.id);
+          cleaned.push(`sandbox ${sb.name}`);
+        }
+      });
+      for (const ep of await state.endpoints.list()) {
+        await state.withLock(`sandbox:${ep.sandboxId}`, async () => {
+          const cur = await state.endpoints.get(ep.id);
+          if (!cur) return;
+          const sb = await state.sandboxes.get(cur.sandboxId);
+          if (cur.status === 'creating' || !sb) {
+            await teardownEndpoint(cur, sb ? netnsOf(sb) : deps.hostNs);
+            cleaned.push(`endpoint ${cur.id.slice(0, 12)}`);
+          }
+        });
+      }
+      await state.withLock('networks', async () => {
+        const ready: NetworkRecord[] = [];
+        for (const n of await state.networks.list()) {
+          if (n.status === 'creating') {
+            await removeNetworkEverywhere(n, drivers(n.driver));
+            cleaned.push(`network ${n.name}`);
+          } else ready.push(n);
+        }
+        for (const type of new Set(ready.map((n) => n.driver))) {
+          const mine = ready.filter((n) => n.driver === type);
+          const ids = await drivers(type).restoreNetworks(mine.map((n) => ({ spec: specOf(n), config: n.config })));
+          restored.push(...mine.filter((n) => ids.includes(n.id)).map((n) => n.name));
+        }
+        // Addresses are reserved only after their endpoint's record exists: an owner without a
+        // record is a crash leftover. Under the networks lock, no network is half-made meanwhile.
+        const owners = new Set((await state.endpoints.list()).map((e) => e.id as string));
+        const released = await ipam.gc({ keep: (owner) => owners.has(owner) });
+        for (const r of released) cleaned.push(`address ${r.addr}`);
+      });
+      if (cleaned.length > 0) log.info('reconciled', { cleaned });
+      return { cleaned, restored };
+    },
+  };
+  return controller;
+}
+
+const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}))*$/;
+function checkHostname(raw: string, field: string): string {
+  if (typeof raw !== 'string' || raw.length > 253 || !HOSTNAME.test(raw)) throw invalid(field, `invalid hostname ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+

@@ -1,0 +1,113 @@
+/**
+ * The CNM records: plain, schema-versioned, re-read by id, no back-pointers. They are the one source
+ * of truth for what tsnet made in the kernel: a record is written (status "creating") before the
+ * kernel is touched and marked "ready" after, so a crash leaves a record that says what to clean.
+ */
+import { z } from 'zod';
+import { TsnetError } from '../core/errors.js';
+import { IFNAME_PATTERN, parseIpAddr, parsePrefix, type EndpointId, type IfName, type IpAddr, type MacAddr, type NetworkId, type Prefix, type SandboxId } from '../core/net.js';
+import { DRIVER_TYPES } from '../drivers/api.js';
+
+const ok = (fn: () => unknown): boolean => {
+  try {
+    fn();
+    return true;
+  } catch {
+    return false;
+  }
+};
+const zPrefix = z.custom<Prefix>((v) => typeof v === 'string' && ok(() => parsePrefix(v)), 'expected a CIDR prefix');
+const zIp = z.custom<IpAddr>((v) => typeof v === 'string' && ok(() => parseIpAddr(v)), 'expected an IP address');
+const zIfName = z.custom<IfName>((v) => typeof v === 'string' && IFNAME_PATTERN.test(v), 'expected an interface name');
+const zId = <T>() => z.custom<T>((v) => typeof v === 'string' && /^[a-z0-9][a-z0-9_.-]{0,127}$/.test(v), 'expected an id');
+const zMac = z.custom<MacAddr>((v) => typeof v === 'string' && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(v), 'expected a MAC address');
+
+/** Docker's rule for container and network names. */
+export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+export const zName = z.string().max(128).regex(NAME_PATTERN);
+
+export const SubnetRecordSchema = z.strictObject({
+  subnet: zPrefix,
+  gateway: zIp,
+  ipRange: zPrefix.optional(),
+  auxAddresses: z.record(z.string(), zIp).optional(),
+});
+
+export const NetworkRecordSchema = z.strictObject({
+  schemaVersion: z.literal(1),
+  id: zId<NetworkId>(),
+  name: zName,
+  driver: z.enum(DRIVER_TYPES),
+  created: z.string(),
+  status: z.enum(['creating', 'ready']),
+  internal: z.boolean(),
+  ipv6: z.boolean(),
+  /** Predefined networks (bridge, host, none) cannot be removed. */
+  predefined: z.boolean(),
+  subnets: z.array(SubnetRecordSchema),
+  options: z.record(z.string(), z.string()),
+  labels: z.record(z.string(), z.string()),
+  /** The driver's persisted config (bridge name, MTU...). */
+  config: z.record(z.string(), z.unknown()),
+});
+export type NetworkRecord = z.infer<typeof NetworkRecordSchema>;
+
+export const PortMappingRecordSchema = z.strictObject({
+  proto: z.enum(['tcp', 'udp', 'sctp']),
+  hostIp: zIp.optional(),
+  hostPort: z.strictObject({ start: z.number().int(), end: z.number().int() }),
+  containerIp: zIp,
+  containerPort: z.strictObject({ start: z.number().int(), end: z.number().int() }),
+});
+
+export const EndpointRecordSchema = z.strictObject({
+  schemaVersion: z.literal(1),
+  id: zId<EndpointId>(),
+  networkId: zId<NetworkId>(),
+  sandboxId: zId<SandboxId>(),
+  created: z.string(),
+  status: z.enum(['creating', 'ready']),
+  ifName: zIfName,
+  hostIf: zIfName.optional(),
+  mac: zMac.optional(),
+  addresses: z.array(zPrefix),
+  aliases: z.array(z.string()),
+  defaultRoute: z.boolean(),
+  ports: z.array(PortMappingRecordSchema),
+});
+export type EndpointRecord = z.infer<typeof EndpointRecordSchema>;
+
+export const NetnsModeSchema = z.discriminatedUnion('kind', [
+  /** A namespace of its own, `name` under tsnet's netns directory. */
+  z.strictObject({ kind: z.literal('own'), name: z.string(), path: z.string() }),
+  /** The host's namespace (`--network host`). */
+  z.strictObject({ kind: z.literal('host') }),
+  /** Another sandbox's namespace (`--network container:NAME`). */
+  z.strictObject({ kind: z.literal('container'), sandboxId: zId<SandboxId>(), path: z.string() }),
+]);
+export type NetnsMode = z.infer<typeof NetnsModeSchema>;
+
+export const SandboxRecordSchema = z.strictObject({
+  schemaVersion: z.literal(1),
+  id: zId<SandboxId>(),
+  name: zName,
+  hostname: z.string(),
+  created: z.string(),
+  status: z.enum(['creating', 'ready']),
+  netns: NetnsModeSchema,
+  extraHosts: z.array(z.strictObject({ ip: zIp, names: z.array(z.string()) })),
+  dns: z.array(zIp),
+  dnsSearch: z.array(z.string()),
+  dnsOptions: z.array(z.string()),
+  /** Where /etc/hosts and /etc/resolv.conf for the container are written. */
+  hostsPath: z.string(),
+  resolvConfPath: z.string(),
+});
+export type SandboxRecord = z.infer<typeof SandboxRecordSchema>;
+
+export function checkName(raw: string, field: string): string {
+  if (typeof raw !== 'string' || !NAME_PATTERN.test(raw) || raw.length > 128) {
+    throw new TsnetError('INVALID_CONFIG', `${field}: invalid name ${JSON.stringify(raw)}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`, { details: { field, value: raw } });
+  }
+  return raw;
+}

@@ -1,0 +1,120 @@
+/**
+ * The network driver contract. Drivers get addresses already allocated (they never call IPAM), never
+ * spell a firewall rule (they state intent to sys/firewall), and act only through injected ports.
+ * Network and endpoint data arrive as plain records; a driver keeps no state of its own: what it
+ * needs again later (bridge name, MTU...) it returns from `validateNetwork` as its config, which the
+ * controller persists with the network and hands back on every call.
+ */
+import type { Logger } from '../core/log.js';
+import type { EndpointId, IfName, IpAddr, MacAddr, NetnsRef, NetworkId, Prefix } from '../core/net.js';
+import type { Firewall, PortMapping } from '../sys/firewall/api.js';
+import type { NetlinkFor, SysctlFor } from '../sys/netlink/api.js';
+
+export type DriverType = 'bridge' | 'host' | 'none' | 'container';
+export const DRIVER_TYPES = ['bridge', 'host', 'none', 'container'] as const satisfies readonly DriverType[];
+
+export interface DriverDeps {
+  /** The namespace playing "host" (where bridges and host-side veths live). */
+  readonly hostNs: NetnsRef;
+  readonly netlink: NetlinkFor;
+  readonly sysctl: SysctlFor;
+  /** Bound to `hostNs`. */
+  readonly firewall: Firewall;
+  readonly log: Logger;
+  /** `bytes` random bytes as lowercase hex (veth names, MAC addresses). */
+  readonly randomHex: (bytes: number) => string;
+}
+
+/** One subnet of a network with its gateway (allocated by IPAM). */
+export interface SubnetAssignment {
+  readonly subnet: Prefix;
+  readonly gateway: IpAddr;
+}
+
+/** A network as a driver sees it. */
+export interface NetworkSpec {
+  readonly id: NetworkId;
+  readonly name: string;
+  readonly subnets: readonly SubnetAssignment[];
+  readonly internal: boolean;
+  /** Driver options as given (`-o key=value`), strings like Docker's. */
+  readonly options: Readonly<Record<string, string>>;
+}
+
+/** What a driver persists about a network (JSON). */
+export type DriverConfig = Readonly<Record<string, unknown>>;
+
+export interface JoinRequest {
+  readonly network: NetworkSpec;
+  readonly config: DriverConfig;
+  readonly endpointId: EndpointId;
+  /** The sandbox's namespace. */
+  readonly sandbox: NetnsRef;
+  /** The interface name inside the sandbox (eth0, eth1, ...). */
+  readonly ifName: IfName;
+  /** The host-side interface name, chosen (and recorded) by the controller before the join, so a
+   *  crash in the middle leaves a record that names what to clean. */
+  readonly hostIf: IfName;
+  /** The endpoint's addresses, with the subnet's prefix length. */
+  readonly addresses: readonly Prefix[];
+  readonly mac?: MacAddr;
+  /** Install the default route(s) through this network's gateways. */
+  readonly defaultRoute: boolean;
+  /**
+   * The sandbox was created with `net.ipv6.conf.default.disable_ipv6=1` (tsnet's own sandboxes):
+   * new interfaces start without IPv6, so an IPv4-only join needs no sysctl write. Unknown
+   * (a namespace made by someone else): the driver disables IPv6 itself on IPv4-only joins.
+   */
+  readonly ipv6OffByDefault?: boolean;
+}
+
+export interface JoinResult {
+  /** The host-side interface, if the driver made one. */
+  readonly hostIf?: IfName;
+  readonly mac?: MacAddr;
+  readonly mtu?: number;
+}
+
+export interface LeaveRequest {
+  readonly network: NetworkSpec;
+  readonly config: DriverConfig;
+  readonly endpointId: EndpointId;
+  readonly sandbox: NetnsRef;
+  readonly ifName: IfName;
+  readonly hostIf?: IfName;
+}
+
+export interface PublishRequest {
+  readonly network: NetworkSpec;
+  readonly config: DriverConfig;
+  readonly endpointId: EndpointId;
+  readonly mappings: readonly PortMapping[];
+}
+
+export interface NetworkDriver {
+  readonly type: DriverType;
+  /** Networks of this driver carry a bridge/veth data path, addresses and a firewall policy. */
+  readonly hasDataPath: boolean;
+  /** Pure: parses the options; INVALID_CONFIG naming the option. The result is persisted. */
+  validateNetwork(spec: NetworkSpec): DriverConfig;
+  /** Makes the network exist in the kernel. Idempotent: also used to restore it (reconcile). */
+  createNetwork(spec: NetworkSpec, config: DriverConfig): Promise<void>;
+  /** Removes the network from the kernel; succeeds if it is gone. */
+  deleteNetwork(spec: NetworkSpec, config: DriverConfig): Promise<void>;
+  /**
+   * Re-creates what is missing in the kernel for these networks (a bridge deleted, firewall rules
+   * flushed) and returns the ids it restored. Checks all of them at once, cheaply: one link listing
+   * and one firewall listing, not a process per network.
+   */
+  restoreNetworks(networks: readonly { readonly spec: NetworkSpec; readonly config: DriverConfig }[]): Promise<NetworkId[]>;
+  /** Connects a sandbox; undoes its own steps on failure. */
+  join(req: JoinRequest): Promise<JoinResult>;
+  /** Disconnects; succeeds if already gone; never needs the sandbox namespace to still exist. */
+  leave(req: LeaveRequest): Promise<void>;
+  /** Publishes ports of an endpoint (bridge only; others reject with INVALID_CONFIG). */
+  publish(req: PublishRequest): Promise<void>;
+  /** Withdraws every published port of the endpoint; idempotent. */
+  unpublish(endpointId: EndpointId): Promise<void>;
+}
+
+export type DriverFactory = (deps: DriverDeps) => NetworkDriver;

@@ -1,0 +1,258 @@
+/**
+ * The store port: tsnet's persisted records (networks, endpoints, sandboxes, containers) in typed
+ * collections, cheap create-exclusive reservations (IP addresses, ports), and named locks that
+ * serialize work across async tasks AND across processes (CNI plugins run as many concurrent
+ * short-lived processes).
+ *
+ * Implementations: `fs.ts` (the embedded default: one JSON file per record under the state
+ * directory, crash-safe writes, kernel-released cross-process locks) and `memory.ts` (same
+ * contract, in memory, with failure injection, for callers' unit tests). Both run through
+ * test/contracts/store.ts.
+ *
+ * Callers outside composition roots import this file with `import type` only; the pure codec below
+ * (`encodeRecord`/`decodeRecord`/parsers) is shared by the two implementations.
+ *
+ * Rules a caller can rely on:
+ * - Every record is validated with its collection's zod schema when written and when read.
+ * - A record that cannot be read (empty, truncated, invalid JSON, wrong schemaVersion, schema
+ *   mismatch) is a TsnetError INTERNAL whose message and `details.path` name the file and whose
+ *   `details.problem` says what is wrong. `get` throws it; `list` returns the good records and the
+ *   errors side by side, so one bad file neither hides the others nor goes unnoticed.
+ * - Mutations of one record are serialized by a per-record lock, so `update` is a true
+ *   read-modify-write across processes (no lost update). Record locks are leaves: never call
+ *   `withLock` from inside an `update` callback.
+ * - `delete`, `release` succeed when the target is already gone.
+ */
+import { z } from 'zod';
+import { TsnetError } from '../../core/errors.js';
+
+export interface LockOptions {
+  /** Gives up waiting (TsnetError UNAVAILABLE) when aborted. Does not interrupt a running `fn`. */
+  readonly signal?: AbortSignal;
+  /** Bound on the wait for the lock, in ms; TsnetError UNAVAILABLE naming the lock when exceeded. */
+  readonly timeoutMs?: number;
+}
+
+/** Per-operation options: mutations wait for a record lock, bounded by these. */
+export type OpOptions = LockOptions;
+
+export interface RecordSpec<T> {
+  /** Collection name: 1-64 of [a-z0-9_.-], starting with a letter or digit. */
+  readonly name: string;
+  /** The schemaVersion written now. Files with a newer version are refused, never rewritten. */
+  readonly version: number;
+  /** Validates the record on write and on read. Use strict objects (unknown keys are errors). */
+  readonly schema: z.ZodType<T>;
+  /**
+   * Upgrades a record stored with an older schemaVersion to the current one (the result is then
+   * validated by `schema`). Without it, an older version is a read error naming the file.
+   */
+  readonly migrate?: (fromVersion: number, raw: unknown) => unknown;
+}
+
+export interface Entry<T> {
+  readonly id: string;
+  readonly record: T;
+}
+
+export interface ListResult<T> {
+  /** The records that read and validated, sorted by id. */
+  readonly entries: readonly Entry<T>[];
+  /** One TsnetError (INTERNAL, `details.path`, `details.problem`) per file that did not. */
+  readonly errors: readonly TsnetError[];
+}
+
+export interface Collection<T> {
+  readonly name: string;
+  /** The record, or undefined if there is none. Throws INTERNAL (naming the file) if it is corrupt. */
+  get(id: string, opts?: OpOptions): Promise<T | undefined>;
+  /** The record; NOT_FOUND if there is none. */
+  require(id: string, opts?: OpOptions): Promise<T>;
+  /** Every record that reads, plus an error per file that does not. Never throws for one bad file. */
+  list(opts?: OpOptions): Promise<ListResult<T>>;
+  /** Writes a new record; ALREADY_EXISTS if the id is taken (even by a corrupt file). */
+  create(id: string, record: T, opts?: OpOptions): Promise<T>;
+  /** Writes the record, replacing any existing one (also a corrupt one: this is how to repair). */
+  put(id: string, record: T, opts?: OpOptions): Promise<T>;
+  /** Read-modify-write under the record's lock; NOT_FOUND if absent. `fn` must not take locks. */
+  update(id: string, fn: (current: T) => T | Promise<T>, opts?: OpOptions): Promise<T>;
+  /** Like update, but `fn` gets undefined when the record does not exist yet (create-or-update). */
+  upsert(id: string, fn: (current: T | undefined) => T | Promise<T>, opts?: OpOptions): Promise<T>;
+  /** Removes the record (also a corrupt one); true if it existed, false if it was already gone. */
+  delete(id: string, opts?: OpOptions): Promise<boolean>;
+}
+
+export interface Reservation {
+  readonly key: string;
+  readonly owner: string;
+}
+
+/**
+ * A pool of create-exclusive reservations: one entry per key (an address "10.1.0.5", a port
+ * "tcp-8080"), taken atomically without any lock, so many processes can reserve distinct keys in
+ * parallel. The owner is an opaque string (e.g. "containerid/eth0").
+ */
+export interface Reservations {
+  readonly name: string;
+  /** Takes `key` for `owner`: true if taken now, false if it was already taken (by anyone). */
+  reserve(key: string, owner: string, opts?: OpOptions): Promise<boolean>;
+  /** Who holds `key`, or undefined. An entry whose owner was lost in a crash reads as "". */
+  owner(key: string, opts?: OpOptions): Promise<string | undefined>;
+  /**
+   * Releases `key`: true if this call released it. With `owner`, only if held by that owner
+   * (checked and removed atomically); otherwise whoever holds it. Succeeds if already free.
+   */
+  release(key: string, owner?: string, opts?: OpOptions): Promise<boolean>;
+  /** Releases every key held by `owner`; returns the keys released, sorted. */
+  releaseOwner(owner: string, opts?: OpOptions): Promise<string[]>;
+  /** Releases every key of the pool (e.g. when its network is deleted); returns the keys released. */
+  releaseAll(opts?: OpOptions): Promise<string[]>;
+  /** Every reservation, sorted by key. */
+  list(opts?: OpOptions): Promise<Reservation[]>;
+}
+
+export interface Store {
+  /** Where records live ("/var/lib/tsnet", or "memory:" for the in-memory store). */
+  readonly location: string;
+  collection<T>(spec: RecordSpec<T>): Collection<T>;
+  /** Pool name: same rules as a collection name. */
+  reservations(name: string): Reservations;
+  /**
+   * Runs `fn` holding the named lock: serialized with every other holder of that name in this
+   * process (FIFO) and, for the fs store, in every process using the same state directory. The
+   * lock is released when `fn` settles, or by the kernel if the process dies. Waiting is bounded
+   * (`timeoutMs`, default 30 s) and abortable: UNAVAILABLE naming the lock. Taking a lock this
+   * task already holds is an INTERNAL error (it would deadlock); holding two different locks is
+   * allowed but must follow one global order.
+   */
+  withLock<T>(name: string, fn: () => Promise<T>, opts?: LockOptions): Promise<T>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names and ids. They become file names, so they are validated before any path is built.
+
+const COLLECTION_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+/** Record ids: container ids (64 hex), network/endpoint ids, "10.0.0.5", "fd00::5", "tcp-8080". */
+const RECORD_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
+/** Lock names may use '/' as a separator ("record/networks/n1"); they never become paths. */
+const LOCK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,255}$/;
+const MAX_OWNER_BYTES = 4096;
+
+function invalidName(field: string, raw: unknown, why: string): TsnetError {
+  return new TsnetError('INVALID_CONFIG', `${field}: invalid value ${JSON.stringify(raw)}: ${why}`, { details: { field, value: raw } });
+}
+
+export function parseCollectionName(raw: string, field = 'collection name'): string {
+  if (typeof raw !== 'string' || !COLLECTION_NAME.test(raw)) {
+    throw invalidName(field, raw, 'must be 1-64 of lowercase letters, digits, "_", "." or "-", starting with a letter or digit');
+  }
+  return raw;
+}
+
+/** A record id or reservation key: safe as a file name (no '/', no leading '.', no NUL). */
+export function parseRecordId(raw: string, field = 'record id'): string {
+  if (typeof raw !== 'string' || !RECORD_ID.test(raw)) {
+    throw invalidName(field, raw, 'must be 1-200 of letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit');
+  }
+  return raw;
+}
+
+export function parseLockName(raw: string, field = 'lock name'): string {
+  if (typeof raw !== 'string' || !LOCK_NAME.test(raw)) {
+    throw invalidName(field, raw, 'must be 1-256 of letters, digits, "_", ".", ":", "@", "/" or "-", starting with a letter or digit');
+  }
+  return raw;
+}
+
+export function parseOwner(raw: string, field = 'reservation owner'): string {
+  if (typeof raw !== 'string' || raw.length === 0 || raw.includes('\0') || Buffer.byteLength(raw) > MAX_OWNER_BYTES) {
+    throw invalidName(field, raw, `must be a non-empty string of at most ${MAX_OWNER_BYTES} bytes without NUL`);
+  }
+  return raw;
+}
+
+export function parseRecordSpec<T>(spec: RecordSpec<T>): RecordSpec<T> {
+  parseCollectionName(spec.name);
+  if (!Number.isInteger(spec.version) || spec.version < 1) {
+    throw invalidName('schemaVersion', spec.version, 'must be an integer >= 1');
+  }
+  return spec;
+}
+
+/** The lock that serializes mutations of one record. */
+export const recordLockName = (collection: string, id: string): string => `record/${collection}/${id}`;
+/** The lock that serializes owner-checked releases of one reservation. */
+export const reservationLockName = (pool: string, key: string): string => `reservation/${pool}/${key}`;
+
+// ---------------------------------------------------------------------------------------------
+// The on-disk (and in-memory) form of a record: a small envelope around the validated record.
+//   { "schemaVersion": 1, "id": "n1", "record": { ... } }
+// The id is repeated inside so that a file copied or renamed by hand is detected.
+
+const EnvelopeSchema = z.strictObject({
+  schemaVersion: z.number().int().min(1),
+  id: z.string(),
+  record: z.unknown(),
+});
+
+export type CorruptProblem = 'empty' | 'invalid-json' | 'not-a-record' | 'id-mismatch' | 'newer-version' | 'older-version' | 'schema' | 'unexpected-file';
+
+export function corruptRecord(path: string, problem: CorruptProblem, why: string, extra: Record<string, unknown> = {}, cause?: unknown): TsnetError {
+  return new TsnetError('INTERNAL', `corrupt record ${path}: ${why}`, {
+    ...(cause === undefined ? {} : { cause }),
+    details: { path, problem, ...extra },
+  });
+}
+
+/** Validates and serializes a record. A record that fails its schema is INVALID_CONFIG (nothing is written). */
+export function encodeRecord<T>(spec: RecordSpec<T>, id: string, record: T): { readonly text: string; readonly record: T } {
+  const r = spec.schema.safeParse(record);
+  if (!r.success) {
+    throw new TsnetError('INVALID_CONFIG', `${spec.name}/${id}: refusing to write an invalid record: ${z.prettifyError(r.error)}`, {
+      details: { collection: spec.name, id },
+    });
+  }
+  const text = `${JSON.stringify({ schemaVersion: spec.version, id, record: r.data })}\n`;
+  return { text, record: r.data };
+}
+
+/**
+ * Parses one stored record. `path` names the file in every error (a file path for the fs store,
+ * "memory:COLLECTION/ID.json" for the memory store).
+ */
+export function decodeRecord<T>(spec: RecordSpec<T>, id: string, text: string, path: string): T {
+  const where = { collection: spec.name, id };
+  if (text.trim().length === 0) throw corruptRecord(path, 'empty', 'empty file (a write was interrupted before tsnet used atomic writes, or the file was truncated)', where);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw corruptRecord(path, 'invalid-json', `invalid JSON (${err instanceof Error ? err.message : String(err)}; ${text.length} bytes, truncated?)`, where, err);
+  }
+  const env = EnvelopeSchema.safeParse(raw);
+  if (!env.success) throw corruptRecord(path, 'not-a-record', `not a tsnet record envelope {schemaVersion, id, record}: ${z.prettifyError(env.error)}`, where);
+  const { schemaVersion, record } = env.data;
+  if (env.data.id !== id) throw corruptRecord(path, 'id-mismatch', `holds id ${JSON.stringify(env.data.id)}, but its file name says ${JSON.stringify(id)}`, where);
+  if (schemaVersion > spec.version) {
+    throw corruptRecord(path, 'newer-version', `schemaVersion ${schemaVersion} was written by a newer tsnet; this one reads up to ${spec.version}`, { ...where, schemaVersion });
+  }
+  let current: unknown = record;
+  if (schemaVersion < spec.version) {
+    if (spec.migrate === undefined) {
+      throw corruptRecord(path, 'older-version', `schemaVersion ${schemaVersion} is older than ${spec.version} and collection ${spec.name} has no migration`, { ...where, schemaVersion });
+    }
+    try {
+      current = spec.migrate(schemaVersion, record);
+    } catch (err) {
+      throw corruptRecord(path, 'older-version', `migration from schemaVersion ${schemaVersion} failed: ${err instanceof Error ? err.message : String(err)}`, { ...where, schemaVersion }, err);
+    }
+  }
+  const r = spec.schema.safeParse(current);
+  if (!r.success) throw corruptRecord(path, 'schema', `does not match the ${spec.name} schema (schemaVersion ${schemaVersion}): ${z.prettifyError(r.error)}`, { ...where, schemaVersion });
+  return r.data;
+}
+
+/** Sorts entries by id (code-unit order, the same in every implementation). */
+export function byId<E extends { readonly id: string }>(a: E, b: E): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}

@@ -1,0 +1,426 @@
+/**
+ * The embedded store: one JSON file per record under the state directory, safe under concurrent
+ * processes and crashes.
+ *
+ *   STATE/.lock-secret                      random, mode 0600: part of every lock's name (lock.ts)
+ *   STATE/records/COLLECTION/ID.json        {"schemaVersion":N,"id":"ID","record":{...}}
+ *   STATE/reservations/POOL/KEY             the owner string (e.g. "containerid/eth0")
+ *   .*.tmp-PID-RANDOM                       a write in progress (or interrupted); never read
+ *
+ * Writes: temp file in the same directory, write, fsync, rename over the target, fsync the
+ * directory. A reader sees the old record or the new one, never a torn one, and a process killed
+ * mid-write leaves at most a dot-file that readers ignore. Mutations of a record hold its
+ * cross-process lock (lock.ts), so `update` is a real read-modify-write across processes.
+ * Reservations take no lock: `open(O_CREAT|O_EXCL)` is the atomic test-and-set (EEXIST = taken),
+ * like the reference host-local plugin's one file per IP.
+ */
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TsnetError, wrap } from '../../core/errors.js';
+import {
+  byId,
+  corruptRecord,
+  decodeRecord,
+  encodeRecord,
+  parseCollectionName,
+  parseOwner,
+  parseRecordId,
+  parseRecordSpec,
+  recordLockName,
+  reservationLockName,
+  type Collection,
+  type Entry,
+  type ListResult,
+  type OpOptions,
+  type RecordSpec,
+  type Reservation,
+  type Reservations,
+  type Store,
+} from './api.js';
+import { abstractSocketLock, createLocker, type Locker } from './lock.js';
+
+export interface FsStoreOptions {
+  /** The state directory; created (mode 0700) if missing. */
+  readonly dir: string;
+  /** Default bound on lock waits, ms (30 s if omitted). */
+  readonly lockTimeoutMs?: number;
+}
+
+const SECRET_FILE = '.lock-secret';
+const SECRET = /^[0-9a-f]{64}\n?$/;
+const READ_PARALLELISM = 32;
+
+function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
+/** An fs failure as a TsnetError: a full or read-only disk or a permission problem is UNAVAILABLE. */
+function fsError(context: string, err: unknown): TsnetError {
+  if (err instanceof TsnetError) return wrap(context, err);
+  const code = errnoOf(err);
+  const unavailable = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM' || code === 'EMFILE' || code === 'ENFILE';
+  return new TsnetError(unavailable ? 'UNAVAILABLE' : 'INTERNAL', `${context}: ${err instanceof Error ? err.message : String(err)}`, {
+    cause: err,
+    details: { errno: code },
+  });
+}
+
+function checkSignal(opts: OpOptions | undefined, what: string): void {
+  if (opts?.signal?.aborted) throw new TsnetError('UNAVAILABLE', `${what}: aborted`, { cause: opts.signal.reason });
+}
+
+const tmpName = (final: string): string => `.${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** temp + write + fsync + rename + fsync(dir). */
+async function writeAtomic(dir: string, final: string, text: string): Promise<void> {
+  const tmp = join(dir, tmpName(final));
+  try {
+    const fh = await open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, join(dir, final));
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+async function readOrUndefined(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Maps over items with at most `n` in flight, keeping order. */
+async function mapLimit<A, B>(items: readonly A[], n: number, fn: (a: A) => Promise<B>): Promise<B[]> {
+  const out: B[] = new Array<B>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as A);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+/** Reads (or creates, race-free) the state directory's lock secret. */
+async function loadSecret(dir: string): Promise<string> {
+  const path = join(dir, SECRET_FILE);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const text = await readOrUndefined(path);
+    if (text !== undefined) {
+      if (!SECRET.test(text)) {
+        throw new TsnetError('INTERNAL', `corrupt lock secret ${path}: expected 64 hex digits; remove the file while no tsnet process runs`, {
+          details: { path, problem: 'invalid-secret' },
+        });
+      }
+      return text.trim();
+    }
+    // Write it whole under a temp name, then link(2): exactly one process's secret wins.
+    const tmp = join(dir, tmpName(SECRET_FILE));
+    await writeFile(tmp, `${randomBytes(32).toString('hex')}\n`, { flag: 'wx', mode: 0o600 });
+    try {
+      await link(tmp, path);
+      await fsyncDir(dir);
+    } catch (err) {
+      if (errnoOf(err) !== 'EEXIST') throw err;
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+  throw new TsnetError('INTERNAL', `lock secret ${path}: could not be created`, { details: { path } });
+}
+
+/** Opens (creating if needed) the store in `opts.dir`. */
+export async function openFsStore(opts: FsStoreOptions): Promise<Store> {
+  let root: string;
+  let scope: string;
+  try {
+    await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+    root = await realpath(opts.dir);
+    const st = await stat(root);
+    const secret = await loadSecret(root);
+    scope = `${root}\0${st.dev}:${st.ino}\0${secret}`;
+  } catch (err) {
+    throw fsError(`open store ${opts.dir}`, err);
+  }
+  const locker = createLocker({
+    crossProcess: abstractSocketLock(scope),
+    label: root,
+    ...(opts.lockTimeoutMs === undefined ? {} : { defaultTimeoutMs: opts.lockTimeoutMs }),
+  });
+  return createFsStore(root, locker);
+}
+
+function createFsStore(root: string, locker: Locker): Store {
+  // One mkdir per write (~20 us, next to an fsync of ~1 ms): nothing cached that could go stale.
+  const ensureDir = async (dir: string): Promise<void> => {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  };
+  const withLock = <T>(name: string, fn: () => Promise<T>, opts?: OpOptions): Promise<T> => locker.withLock(name, fn, opts);
+
+  function collection<T>(rawSpec: RecordSpec<T>): Collection<T> {
+    const spec = parseRecordSpec(rawSpec);
+    const dir = join(root, 'records', spec.name);
+    const pathOf = (id: string): string => join(dir, `${parseRecordId(id)}.json`);
+
+    const read = async (id: string): Promise<T | undefined> => {
+      const path = pathOf(id);
+      let text: string | undefined;
+      try {
+        text = await readOrUndefined(path);
+      } catch (err) {
+        throw fsError(`read ${path}`, err);
+      }
+      return text === undefined ? undefined : decodeRecord(spec, id, text, path);
+    };
+    const write = async (id: string, record: T): Promise<T> => {
+      const enc = encodeRecord(spec, id, record);
+      try {
+        await ensureDir(dir);
+        await writeAtomic(dir, `${id}.json`, enc.text);
+      } catch (err) {
+        throw fsError(`write ${pathOf(id)}`, err);
+      }
+      return enc.record;
+    };
+    const locked = async <R>(id: string, opts: OpOptions | undefined, fn: () => Promise<R>): Promise<R> => {
+      parseRecordId(id);
+      return withLock(recordLockName(spec.name, id), fn, opts);
+    };
+
+    const self: Collection<T> = {
+      name: spec.name,
+      async get(id, opts) {
+        checkSignal(opts, `get ${spec.name}/${id}`);
+        return read(id);
+      },
+      async require(id, opts) {
+        const r = await self.get(id, opts);
+        if (r === undefined) throw new TsnetError('NOT_FOUND', `${spec.name} ${id}: not found`, { details: { collection: spec.name, id } });
+        return r;
+      },
+      async list(opts) {
+        checkSignal(opts, `list ${spec.name}`);
+        let names: string[];
+        try {
+          names = await readdir(dir);
+        } catch (err) {
+          if (errnoOf(err) === 'ENOENT') return { entries: [], errors: [] };
+          throw fsError(`list ${dir}`, err);
+        }
+        const results = await mapLimit(
+          names.filter((n) => !n.startsWith('.')).sort(),
+          READ_PARALLELISM,
+          async (name): Promise<Entry<T> | TsnetError | undefined> => {
+            const path = join(dir, name);
+            const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : '';
+            try {
+              parseRecordId(id);
+            } catch {
+              return corruptRecord(path, 'unexpected-file', `unexpected file in collection ${spec.name} (records are ID.json)`, { collection: spec.name });
+            }
+            try {
+              const record = await read(id);
+              return record === undefined ? undefined : { id, record }; // deleted meanwhile
+            } catch (err) {
+              return err instanceof TsnetError ? err : fsError(`read ${path}`, err);
+            }
+          },
+        );
+        const entries: Entry<T>[] = [];
+        const errors: TsnetError[] = [];
+        for (const r of results) {
+          if (r instanceof TsnetError) errors.push(r);
+          else if (r !== undefined) entries.push(r);
+        }
+        return { entries: entries.sort(byId), errors } satisfies ListResult<T>;
+      },
+      create(id, record, opts) {
+        return locked(id, opts, async () => {
+          let taken: boolean;
+          try {
+            taken = await exists(pathOf(id));
+          } catch (err) {
+            throw fsError(`create ${pathOf(id)}`, err);
+          }
+          if (taken) throw new TsnetError('ALREADY_EXISTS', `${spec.name} ${id}: already exists`, { details: { collection: spec.name, id, path: pathOf(id) } });
+          return write(id, record);
+        });
+      },
+      put(id, record, opts) {
+        return locked(id, opts, () => write(id, record));
+      },
+      update(id, fn, opts) {
+        return locked(id, opts, async () => {
+          const cur = await read(id);
+          if (cur === undefined) throw new TsnetError('NOT_FOUND', `${spec.name} ${id}: not found`, { details: { collection: spec.name, id } });
+          return write(id, await fn(cur));
+        });
+      },
+      upsert(id, fn, opts) {
+        return locked(id, opts, async () => write(id, await fn(await read(id))));
+      },
+      delete(id, opts) {
+        return locked(id, opts, async () => {
+          const path = pathOf(id);
+          try {
+            await unlink(path);
+          } catch (err) {
+            if (errnoOf(err) === 'ENOENT') return false;
+            throw fsError(`delete ${path}`, err);
+          }
+          await fsyncDir(dir).catch((err: unknown) => {
+            throw fsError(`delete ${path}: fsync ${dir}`, err);
+          });
+          return true;
+        });
+      },
+    };
+    return self;
+  }
+
+  function reservations(rawName: string): Reservations {
+    const name = parseCollectionName(rawName, 'reservation pool name');
+    const dir = join(root, 'reservations', name);
+    const pathOf = (key: string): string => join(dir, parseRecordId(key, 'reservation key'));
+    const readOwner = async (key: string): Promise<string | undefined> => {
+      const path = pathOf(key);
+      try {
+        return await readOrUndefined(path);
+      } catch (err) {
+        throw fsError(`read ${path}`, err);
+      }
+    };
+    const self: Reservations = {
+      name,
+      async reserve(key, owner, opts) {
+        checkSignal(opts, `reserve ${name}/${key}`);
+        const path = pathOf(key);
+        parseOwner(owner);
+        try {
+          await ensureDir(dir);
+        } catch (err) {
+          throw fsError(`reserve ${path}`, err);
+        }
+        let fh;
+        try {
+          fh = await open(path, 'wx', 0o600); // O_CREAT|O_EXCL: the atomic test-and-set
+        } catch (err) {
+          if (errnoOf(err) === 'EEXIST') return false;
+          throw fsError(`reserve ${path}`, err);
+        }
+        try {
+          try {
+            await fh.writeFile(owner);
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          await fsyncDir(dir);
+        } catch (err) {
+          await rm(path, { force: true }).catch(() => undefined); // do not leave an ownerless entry behind
+          throw fsError(`reserve ${path}`, err);
+        }
+        return true;
+      },
+      async owner(key, opts) {
+        checkSignal(opts, `owner ${name}/${key}`);
+        return readOwner(key);
+      },
+      async release(key, owner, opts) {
+        const path = pathOf(key);
+        if (owner !== undefined) parseOwner(owner);
+        // Every release holds the key's lock, so the owner check and the unlink are one step.
+        return withLock(
+          reservationLockName(name, key),
+          async () => {
+            if (owner !== undefined && (await readOwner(key)) !== owner) return false;
+            try {
+              await unlink(path);
+            } catch (err) {
+              if (errnoOf(err) === 'ENOENT') return false;
+              throw fsError(`release ${path}`, err);
+            }
+            await fsyncDir(dir).catch((err: unknown) => {
+              throw fsError(`release ${path}: fsync ${dir}`, err);
+            });
+            return true;
+          },
+          opts,
+        );
+      },
+      async releaseOwner(owner, opts) {
+        parseOwner(owner);
+        const released: string[] = [];
+        for (const r of await self.list(opts)) {
+          if (r.owner === owner && (await self.release(r.key, owner, opts))) released.push(r.key);
+        }
+        return released;
+      },
+      async releaseAll(opts) {
+        const released: string[] = [];
+        for (const r of await self.list(opts)) if (await self.release(r.key, undefined, opts)) released.push(r.key);
+        return released;
+      },
+      async list(opts) {
+        checkSignal(opts, `list reservations ${name}`);
+        let names: string[];
+        try {
+          names = await readdir(dir);
+        } catch (err) {
+          if (errnoOf(err) === 'ENOENT') return [];
+          throw fsError(`list ${dir}`, err);
+        }
+        const keys = names.filter((n) => !n.startsWith('.')).filter((n) => {
+          try {
+            parseRecordId(n);
+            return true;
+          } catch {
+            return false;
+          }
+        });
+        const owners = await mapLimit(keys, READ_PARALLELISM, readOwner);
+        const out: Reservation[] = [];
+        keys.forEach((key, i) => {
+          const owner = owners[i];
+          if (owner !== undefined) out.push({ key, owner });
+        });
+        return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      },
+    };
+    return self;
+  }
+
+  return { location: root, collection, reservations, withLock };
+}

@@ -1,0 +1,231 @@
+/**
+ * End to end through the built `tsnet` CLI, in an isolated host: networks, containers, the four
+ * network modes, connect/disconnect, IPv6, isolation, cleanup, crashes and bad input.
+ */
+import t from 'tap';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { NetnsRef } from '../../core/net.js';
+import { cliFor, okCli, type Cli } from '../helpers/cli.js';
+import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
+
+const SERVER = (port: number, host = '::'): string =>
+  `require('net').createServer(s=>s.end('hello from '+require('os').hostname()+' to '+s.remoteAddress.replace('::ffff:','')+'\\n')).listen(${port},'${host}')`;
+const CLIENT = (addr: string, port: number): string =>
+  `const s=require('net').connect(${port},'${addr}');let d='';s.on('data',c=>d+=c).on('end',()=>{process.stdout.write(d);process.exit(d?0:5)}).on('error',e=>{console.error(e.message);process.exit(3)});setTimeout(()=>{console.error('timeout');process.exit(4)},1500).unref()`;
+
+interface Ctx {
+  readonly host: IsolatedHost;
+  readonly cli: Cli;
+  readonly ok: (...a: string[]) => Promise<string>;
+}
+
+async function inspect(ok: Ctx['ok'], name: string): Promise<{ NetworkSettings: { SandboxKey: string; Networks: Record<string, { IPAddress: string; GlobalIPv6Address: string; Interface: string }> } }> {
+  return (JSON.parse(await ok('inspect', name)) as never[])[0] as never;
+}
+
+/** TCP from a container to addr:port through `tsnet exec`, retried while the server starts. */
+async function tcpFrom(ctx: Ctx, container: string, addr: string, port: number, tries = 10): Promise<string> {
+  let last = '';
+  for (let i = 0; i < tries; i++) {
+    const r = await ctx.cli('exec', container, 'node', '-e', CLIENT(addr, port));
+    if (r.code === 0 && r.stdout !== '') return r.stdout.trim();
+    last = r.stderr.trim();
+    await new Promise((res) => setTimeout(res, 150));
+  }
+  throw new Error(`no TCP answer from ${addr}:${port} in ${container}: ${last}`);
+}
+
+async function reachable(ctx: Ctx, container: string, addr: string, port: number): Promise<boolean> {
+  const r = await ctx.cli('exec', container, 'node', '-e', CLIENT(addr, port));
+  return r.code === 0 && r.stdout !== '';
+}
+
+async function linksIn(ctx: Ctx, container: string): Promise<string[]> {
+  const out = await ctx.ok('exec', container, 'ip', '-json', 'link', 'show');
+  return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname).sort();
+}
+
+/** What tsnet may leave in the host: links, addresses, routes, tsnet's nft lines, namespaces, records. */
+async function snapshot(host: IsolatedHost): Promise<Record<string, string[]>> {
+  const j = async (...a: string[]): Promise<unknown> => JSON.parse((await host.exec(['ip', '-json', ...a])).stdout);
+  const links = ((await j('link', 'show')) as { ifname: string }[]).map((l) => l.ifname).sort();
+  const addrs = ((await j('addr', 'show')) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[])
+    .flatMap((l) => l.addr_info.map((a) => `${l.ifname} ${a.local}/${a.prefixlen}`)).filter((a) => !a.includes(' fe80::')).sort();
+  const routes = ((await j('route', 'show', 'table', 'all')) as { dst: string; dev?: string }[]).map((r) => `${r.dst} ${r.dev ?? ''}`).filter((r) => !r.includes('fe80::') && !r.startsWith('ff00::')).sort();
+  const nft = (await host.exec(['nft', 'list', 'ruleset'])).stdout.split('\n').map((l) => l.trim()).filter((l) => /elements|saddr|daddr|oifname|iifname|jump|goto/.test(l)).sort();
+  const netns = (await readdir(join(host.runDir, 'netns')).catch(() => [])).sort();
+  const records: string[] = [];
+  for (const c of ['endpoints', 'sandboxes', 'containers']) {
+    const files = await readdir(join(host.stateDir, c)).catch(() => []);
+    records.push(...files.filter((f) => f.endsWith('.json')).map((f) => `${c}/${f}`));
+  }
+  const reservations = await readdir(join(host.stateDir, 'reservations'), { recursive: true }).catch(() => []);
+  return { links, addrs, routes, nft, netns, records, reservations: reservations.filter((r) => r.includes('/')).sort() };
+}
+
+async function withCli(fn: (ctx: Ctx) => Promise<void>): Promise<void> {
+  await withIsolatedHost(async (host) => {
+    await host.exec(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    const cli = cliFor(host);
+    const ctx: Ctx = { host, cli, ok: okCli(cli) };
+    host.defer(async () => {
+      // Stop every container this test left running (by the PIDs tsnet reports), then remove them.
+      await cli('ps', '-aq').then(async (r) => {
+        for (const id of r.stdout.split('\n').filter(Boolean)) await cli('rm', '-f', id);
+      });
+    });
+    await fn(ctx);
+  });
+}
+
+t.test('two containers on one network exchange TCP; other networks and internal ones are cut off', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok } = ctx;
+    await ok('network', 'create', 'front');
+    await ok('network', 'create', 'back');
+    await ok('network', 'create', '--internal', 'vault');
+    await ok('run', '-d', '--name', 'srv', '--hostname', 'srv', '--network', 'front', '--', 'node', '-e', SERVER(8080));
+    await ok('run', '-d', '--name', 'c1', '--network', 'front', '--', 'sleep', '600');
+    await ok('run', '-d', '--name', 'other', '--network', 'back', '--', 'sleep', '600');
+    await ok('run', '-d', '--name', 'inside', '--network', 'vault', '--', 'node', '-e', SERVER(8080));
+    const srvIp = (await inspect(ok, 'srv')).NetworkSettings.Networks['front']?.IPAddress ?? '';
+    const c1Ip = (await inspect(ok, 'c1')).NetworkSettings.Networks['front']?.IPAddress ?? '';
+    t.match(srvIp, /^10\.89\.\d+\.\d+$/, 'address from the default /24 pools');
+    t.equal(await tcpFrom(ctx, 'c1', srvIp, 8080), `hello from srv to ${c1Ip}`, 'TCP between containers on one network, source address kept');
+    t.notOk(await reachable(ctx, 'other', srvIp, 8080), 'a container on another network cannot reach it');
+    const insideIp = (await inspect(ok, 'inside')).NetworkSettings.Networks['vault']?.IPAddress ?? '';
+    t.notOk(await reachable(ctx, 'c1', insideIp, 8080), 'nothing reaches into an internal network');
+    const routes = JSON.parse(await ok('exec', 'inside', 'ip', '-json', 'route', 'show')) as { dst: string }[];
+    t.notOk(routes.some((r) => r.dst === 'default'), 'internal network: no default route');
+    const gw = JSON.parse(await ok('network', 'inspect', 'front'))[0].IPAM.Config[0].Gateway as string;
+    t.notOk(await reachable(ctx, 'inside', gw, 9), 'internal network: the host is not reachable either');
+    const ps = await ok('ps');
+    t.match(ps, /srv/);
+    t.match(ps, /front/);
+  });
+});
+
+t.test('network modes: none, host, container:NAME; connect and disconnect a running container', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok, host } = ctx;
+    await ok('run', '-d', '--name', 'lonely', '--network', 'none', '--', 'sleep', '600');
+    t.same(await linksIn(ctx, 'lonely'), ['lo'], '--network none: only lo');
+    await ok('run', '-d', '--name', 'hosty', '--network', 'host', '--', 'sleep', '600');
+    const hostLinks = (JSON.parse((await host.exec(['ip', '-json', 'link', 'show'])).stdout) as { ifname: string }[]).map((l) => l.ifname).sort();
+    t.same(await linksIn(ctx, 'hosty'), hostLinks, '--network host: the host\'s interfaces');
+    await ok('run', '-d', '--name', 'main', '--', 'node', '-e', SERVER(7000));
+    await ok('run', '-d', '--name', 'side', '--network', 'container:main', '--', 'sleep', '600');
+    t.same(await linksIn(ctx, 'side'), await linksIn(ctx, 'main'), 'container: same interfaces');
+    const mainAddrs = await ok('exec', 'main', 'ip', '-br', '-4', 'addr');
+    t.equal(await ok('exec', 'side', 'ip', '-br', '-4', 'addr'), mainAddrs, 'container: same addresses');
+    t.match(await tcpFrom(ctx, 'side', '127.0.0.1', 7000), /^hello from /, 'container: shares loopback with its target');
+    const bad = await ctx.cli('run', '-d', '--name', 'x1', '--network', 'container:nope', '--', 'sleep', '1');
+    t.not(bad.code, 0);
+    t.match(bad.stderr, /no such container: nope/);
+
+    await ok('network', 'create', 'extra');
+    t.same(await linksIn(ctx, 'main'), ['eth0', 'lo']);
+    await ok('network', 'connect', 'extra', 'main');
+    t.same(await linksIn(ctx, 'main'), ['eth0', 'eth1', 'lo'], 'connect adds eth1 to the running container');
+    const extraIp = (await inspect(ok, 'main')).NetworkSettings.Networks['extra']?.IPAddress ?? '';
+    await ok('run', '-d', '--name', 'peer', '--network', 'extra', '--', 'sleep', '600');
+    t.match(await tcpFrom(ctx, 'peer', extraIp, 7000), /^hello from /, 'reachable on the new network');
+    await ok('network', 'disconnect', 'extra', 'main');
+    t.same(await linksIn(ctx, 'main'), ['eth0', 'lo'], 'disconnect removes eth1');
+    t.notOk(await reachable(ctx, 'peer', extraIp, 7000), 'no longer reachable there');
+  });
+});
+
+t.test('IPv6 between two containers on a dual-stack network', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok } = ctx;
+    await ok('network', 'create', '--ipv6', '--subnet', '10.77.0.0/24', '--subnet', 'fd00:77::/64', 'dual');
+    await ok('run', '-d', '--name', 's6', '--hostname', 's6', '--network', 'dual', '--', 'node', '-e', SERVER(9000));
+    await ok('run', '-d', '--name', 'c6', '--network', 'dual', '--ip6', 'fd00:77::99', '--', 'sleep', '600');
+    const s6 = (await inspect(ok, 's6')).NetworkSettings.Networks['dual'];
+    t.match(s6?.GlobalIPv6Address ?? '', /^fd00:77::/);
+    t.equal(s6?.IPAddress.startsWith('10.77.0.'), true);
+    t.equal(await tcpFrom(ctx, 'c6', s6?.GlobalIPv6Address ?? '', 9000), 'hello from s6 to fd00:77::99', 'TCP over IPv6 with the static source address');
+    t.equal(await tcpFrom(ctx, 'c6', s6?.IPAddress ?? '', 9000), `hello from s6 to ${(await inspect(ok, 'c6')).NetworkSettings.Networks['dual']?.IPAddress}`, 'and over IPv4');
+  });
+});
+
+t.test('removing every container and network leaves nothing behind', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok, host } = ctx;
+    await ok('network', 'ls'); // predefined networks exist from here on
+    const before = await snapshot(host);
+    await ok('network', 'create', '--ipv6', 'n1');
+    await ok('network', 'create', '--internal', 'n2');
+    await ok('run', '-d', '--name', 'a', '--network', 'n1', '--', 'sleep', '600');
+    await ok('run', '-d', '--name', 'b', '--network', 'n2', '--', 'sleep', '600');
+    await ok('network', 'connect', 'n1', 'b');
+    await ok('run', '-d', '--name', 'c', '--', 'sleep', '600');
+    await ok('run', '-d', '--name', 'd', '--network', 'container:a', '--', 'sleep', '600');
+    const during = await snapshot(host);
+    t.ok(during['netns']!.length >= 3, 'namespaces existed');
+    t.ok(during['links']!.length > before['links']!.length, 'links existed');
+    await ok('rm', '-f', 'a', 'b', 'c', 'd');
+    await ok('network', 'rm', 'n1', 'n2');
+    t.same(await snapshot(host), before, 'links, addresses, routes, firewall rules, namespaces, records and reservations as before');
+  });
+});
+
+t.test('killing tsnet in the middle of run leaves nothing the next command does not clean', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok, host } = ctx;
+    await ok('network', 'create', 'crash');
+    const before = await snapshot(host);
+    const env = { TSNET_STATE_DIR: host.stateDir, TSNET_RUN_DIR: host.runDir };
+    const delays = [30, 60, 90, 120, 160, 220, 300, 450, 700, 1200];
+    for (const [i, ms] of delays.entries()) {
+      const p = host.spawnIn(host.ns, ['env', `TSNET_STATE_DIR=${env.TSNET_STATE_DIR}`, `TSNET_RUN_DIR=${env.TSNET_RUN_DIR}`, process.execPath,
+        (await import('../helpers/cli.js')).TSNET_BIN, 'run', '-d', '--name', `k${i}`, '--network', 'crash', '--', 'sleep', '600']);
+      await new Promise((r) => setTimeout(r, ms));
+      p.child.kill('SIGKILL');
+      await p.close(1000);
+    }
+    // The next commands reconcile: every half-made container is either complete or gone.
+    const ps = JSON.parse(await ok('ps', '-a', '--format', 'json')) as { name: string; status: string; networks: string[] }[];
+    const net = JSON.parse(await ok('network', 'inspect', 'crash'))[0] as { Containers: Record<string, { Name: string }> };
+    const attached = Object.values(net.Containers).map((c) => c.Name).sort();
+    t.same(attached, ps.filter((c) => c.networks.includes('crash')).map((c) => c.name).sort(), 'every endpoint belongs to a listed container');
+    t.comment(`after ${delays.length} killed runs: ${ps.length} containers survived (${ps.map((c) => `${c.name}:${c.status}`).join(' ')})`);
+    for (const c of ps) await ok('rm', '-f', c.name);
+    await ok('ps', '-a');
+    t.same(await snapshot(host), before, 'after removing the survivors: nothing left, no address reserved');
+  });
+});
+
+t.test('bad input: one-line errors, non-zero exit codes, nothing changed', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok, cli, host } = ctx;
+    await ok('network', 'create', '--subnet', '10.50.0.0/16', 'base');
+    await ok('run', '-d', '--name', 'taken', '--network', 'base', '--', 'sleep', '600');
+    const before = await snapshot(host);
+    const cases: [string[], RegExp, number][] = [
+      [['network', 'create', '--subnet', '10.50.3.0/24', 'overlap'], /overlaps network "base"/, 2],
+      [['network', 'create', '--subnet', '10.60.0.0/24', '--gateway', '10.61.0.1', 'gw'], /gateway/, 2],
+      [['network', 'create', '--subnet', '10.60.0.0/33', 'badcidr'], /subnet/, 2],
+      [['network', 'create', 'base'], /already exists/, 4],
+      [['run', '-d', '--name', 'x', '--network', 'base', '--ip', '10.99.0.5', '--', 'sleep', '1'], /ip/, 2],
+      [['run', '-d', '--name', 'x', '--network', 'nosuchnet', '--', 'sleep', '1'], /network nosuchnet not found/, 3],
+      [['run', '-d', '--name', 'taken', '--', 'sleep', '1'], /already in use/, 4],
+      [['run', '-d', '--name', 'x', '--network', 'container:ghost', '--', 'sleep', '1'], /no such container: ghost/, 3],
+      [['network', 'rm', 'base'], /has active endpoints/, 4],
+      [['network', 'create', '-o', 'com.docker.network.driver.mtu=9x', 'mtu'], /com\.docker\.network\.driver\.mtu/, 2],
+      [['run', '--bogus'], /--bogus: unknown flag/, 2],
+    ];
+    for (const [args, re, code] of cases) {
+      const r = await cli(...args);
+      t.equal(r.code, code, `tsnet ${args.join(' ')} → exit ${code}`);
+      t.match(r.stderr, re, `names the problem: ${r.stderr.trim()}`);
+      t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    }
+    t.same(await snapshot(host), before, 'nothing changed');
+    t.match((await cli('network', 'create', '--help')).stdout, /Example:/, '--help has an example');
+  });
+});
+
+export type { NetnsRef };

@@ -1,0 +1,40 @@
+/** Runs the built `tsnet` CLI inside a test's isolated host, with that host's state and run dirs. */
+import { fileURLToPath } from 'node:url';
+import type { NetnsRef } from '../../core/net.js';
+import { execDetails, inNetns, run } from '../../sys/exec.js';
+import type { IsolatedHost } from './isolated-host.js';
+
+export const TSNET_BIN = fileURLToPath(new URL('../../dist/tsnet.js', import.meta.url));
+
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export type Cli = (...args: string[]) => Promise<CliResult>;
+
+export function cliFor(host: IsolatedHost, opts: { readonly firewall?: string; readonly ns?: NetnsRef } = {}): Cli {
+  return async (...args) => {
+    try {
+      const r = await run(inNetns(opts.ns ?? host.ns, [process.execPath, TSNET_BIN, ...args]), {
+        env: { TSNET_STATE_DIR: host.stateDir, TSNET_RUN_DIR: host.runDir, TSNET_FIREWALL: opts.firewall ?? 'nftables' },
+        timeoutMs: 60_000,
+      });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const d = execDetails(err);
+      if (!d || d.exitCode === null) throw err;
+      return { code: d.exitCode, stdout: d.stdout, stderr: d.stderr };
+    }
+  };
+}
+
+/** Like Cli but rejects unless the command succeeds; resolves with stdout. */
+export function okCli(cli: Cli): (...args: string[]) => Promise<string> {
+  return async (...args) => {
+    const r = await cli(...args);
+    if (r.code !== 0) throw new Error(`tsnet ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * A controller over fakes (netlink, firewall, IPAM memory store, memory state, files in memory):
+ * for unit tests of cnm and of everything that sequences it. No root, no kernel.
+ */
+import { createHash } from 'node:crypto';
+import { TsnetError } from '../../core/errors.js';
+import { nullLogger } from '../../core/log.js';
+import { HOST_NETNS, type NetnsRef } from '../../core/net.js';
+import { createController, type Controller } from '../../cnm/controller.js';
+import { createMemoryCnmState, type CnmState } from '../../cnm/state.js';
+import { hostsFile } from '../../dns/hosts-file.js';
+import { containerResolvConf, parseResolvConf } from '../../dns/resolv-conf.js';
+import { createDriverRegistry } from '../../drivers/registry.js';
+import { createIpam } from '../../ipam/allocator.js';
+import type { Ipam } from '../../ipam/api.js';
+import { createMemoryIpamStore } from '../../ipam/memory-store.js';
+import { createFakeFirewall, type FakeFirewall } from '../../sys/firewall/fake.js';
+import { createFakeNetlink, type FakeNetlink } from '../../sys/netlink/fake.js';
+import type { NetnsManager } from '../../sys/netns.js';
+
+export interface World {
+  readonly controller: Controller;
+  readonly kernel: FakeNetlink;
+  readonly firewall: FakeFirewall;
+  readonly ipam: Ipam;
+  readonly state: CnmState;
+  readonly files: Map<string, string>;
+  readonly namespaces: Map<string, NetnsRef>;
+}
+
+export function makeWorld(opts: { readonly hostRoutes?: string[] } = {}): World {
+  const kernel = createFakeNetlink();
+  const firewall = createFakeFirewall();
+  const state = createMemoryCnmState();
+  const files = new Map<string, string>();
+  const namespaces = new Map<string, NetnsRef>();
+  let counter = 0;
+  // Deterministic but well spread, so prefixes (netns names, veth names) do not collide.
+  const randomHex = (bytes: number): string => {
+    counter++;
+    let out = '';
+    for (let i = 0; out.length < bytes * 2; i++) out += createHash('sha256').update(`${counter}:${i}`).digest('hex');
+    return out.slice(0, bytes * 2);
+  };
+  const ipam = createIpam({ store: createMemoryIpamStore(), hostRoutes: async () => (opts.hostRoutes ?? []) as never, ulaSeed: 'test' });
+  const dir = '/fake/netns';
+  const netns: NetnsManager = {
+    dir,
+    pathOf: (name) => `${dir}/${name}`,
+    async create(name, o = {}) {
+      if (namespaces.has(name)) throw new TsnetError('ALREADY_EXISTS', `netns ${name} exists`);
+      const ref = kernel.addNetns(`${dir}/${name}`);
+      namespaces.set(name, ref);
+      if (o.sysctls) await kernel.sysctlFor(ref).set(o.sysctls);
+      return ref;
+    },
+    async open(name) {
+      const ref = namespaces.get(name);
+      if (!ref) throw new TsnetError('NOT_FOUND', `netns ${name}`);
+      return ref;
+    },
+    list: async () => [...namespaces.keys()].sort(),
+    async remove(name) {
+      const ref = namespaces.get(name);
+      if (ref) kernel.removeNetns(ref);
+      namespaces.delete(name);
+    },
+  };
+  const drivers = createDriverRegistry({ hostNs: HOST_NETNS, netlink: kernel.netlinkFor, sysctl: kernel.sysctlFor, firewall, log: nullLogger, randomHex });
+  const hostResolv = parseResolvConf('nameserver 192.0.2.53\nsearch example.test\n');
+  const controller = createController({
+    state, ipam, drivers, netns, hostNs: HOST_NETNS, netlink: kernel.netlinkFor,
+    files: {
+      dirFor: (id) => `/fake/sandboxes/${id}`,
+      write: async (p, c) => { files.set(p, c); },
+      removeDir: async (d) => { for (const k of [...files.keys()]) if (k.startsWith(`${d}/`)) files.delete(k); },
+    },
+    resolvConf: async (o) => containerResolvConf(hostResolv, undefined, o),
+    hostsFile: (self, extra) => hostsFile({ self, extra }),
+    log: nullLogger,
+    randomHex,
+    now: () => new Date(0),
+  });
+  return { controller, kernel, firewall, ipam, state, files, namespaces };
+}
