@@ -24,7 +24,7 @@ import { hostProcessTable, resolveTools } from '../runtime/host.js';
 import { createStoreContainerStore } from '../runtime/store-adapter.js';
 import type { Runtime } from '../runtime/api.js';
 import { SAFE_PATH, run, spawnDetached } from '../sys/exec.js';
-import type { Firewall, FirewallBackend } from '../sys/firewall/api.js';
+import type { Firewall, FirewallBackend, FirewallDeps } from '../sys/firewall/api.js';
 import { createIptablesFirewall } from '../sys/firewall/iptables.js';
 import { createNftablesFirewall } from '../sys/firewall/nftables.js';
 import { createNoneFirewall } from '../sys/firewall/none.js';
@@ -54,6 +54,12 @@ export interface Engine {
 }
 
 const EngineSchema = z.strictObject({ engineId: z.string().regex(/^[0-9a-f]{32}$/) });
+const FIREWALLS = {
+  nftables: createNftablesFirewall,
+  iptables: createIptablesFirewall,
+  none: () => createNoneFirewall(),
+} as const satisfies Record<FirewallBackend, (deps: FirewallDeps) => Firewall>;
+
 const randomHex = (n: number): string => randomBytes(n).toString('hex');
 
 async function readOptional(path: string): Promise<string | undefined> {
@@ -70,7 +76,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
   const netlink = createIproute2NetlinkFor({ log: s.log });
   const sysctl = createSysctlFor();
   const fwDeps = { netns: hostNs, log: s.log };
-  const firewall: Firewall = s.firewall === 'iptables' ? createIptablesFirewall(fwDeps) : s.firewall === 'none' ? createNoneFirewall() : createNftablesFirewall(fwDeps);
+  const firewall: Firewall = FIREWALLS[s.firewall](fwDeps);
   const engine = await store
     .collection({ name: 'engine', version: 1, schema: EngineSchema })
     .upsert('engine', (cur) => cur ?? { engineId: randomHex(16) });
@@ -98,11 +104,9 @@ export async function createEngine(s: Settings): Promise<Engine> {
       dirFor: (id: SandboxId) => join(sandboxDir, id),
       async write(path, content) {
         await mkdir(dirname(path), { recursive: true });
-        const tmp = `${path}.tmp-${process.pid}`;
-        await writeFile(tmp, content, { mode: 0o644 });
-        await rm(path, { force: true });
-        await writeFile(path, content, { mode: 0o644 }); // bind mounts follow the inode: rewrite in place
-        await rm(tmp, { force: true });
+        // Rewritten in place, never replaced: the container bind-mounts this inode, and a rename
+        // would leave it looking at the old file (Docker rewrites /etc/hosts in place too).
+        await writeFile(path, content, { mode: 0o644 });
       },
       removeDir: (dir) => rm(dir, { recursive: true, force: true }),
     },

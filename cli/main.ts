@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { Controller } from '../cnm/controller.js';
 import { EXIT_CODE, TsnetError } from '../core/errors.js';
 import { createJsonLogger, parseLogLevel } from '../core/log.js';
+import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js';
 import { parseArgs, str, type FlagSpec } from './args.js';
 import { containerCommands } from './commands/container.js';
 import { networkCommands } from './commands/network.js';
@@ -53,11 +54,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
   const level = parseLogLevel(str(g, 'log-level') ?? env['TSNET_LOG_LEVEL'], 'warn');
   const log = createJsonLogger({ write: (l) => process.stderr.write(l), level });
   const fw = str(g, 'firewall') ?? env['TSNET_FIREWALL'] ?? 'nftables';
-  if (fw !== 'nftables' && fw !== 'iptables' && fw !== 'none') throw new TsnetError('INVALID_CONFIG', `firewall: expected nftables, iptables or none, got ${JSON.stringify(fw)}`, { details: { field: 'firewall' } });
+  if (!(FIREWALL_BACKENDS as readonly string[]).includes(fw)) {
+    throw new TsnetError('INVALID_CONFIG', `firewall: expected ${FIREWALL_BACKENDS.join(', ')}, got ${JSON.stringify(fw)}`, { details: { field: 'firewall' } });
+  }
   const settings: Settings = {
     stateDir: str(g, 'state-dir') ?? env['TSNET_STATE_DIR'] ?? '/var/lib/tsnet',
     runDir: str(g, 'run-dir') ?? env['TSNET_RUN_DIR'] ?? '/run/tsnet',
-    firewall: fw,
+    firewall: fw as FirewallBackend,
     log,
   };
   let world: Promise<Engine> | undefined;

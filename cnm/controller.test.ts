@@ -50,15 +50,15 @@ t.test('sandbox lifecycle: join, second network, disconnect, remove', async (t) 
   await w.controller.createNetwork({ name: 'back', internal: true });
   const sb = await w.controller.createSandbox({ name: 'web1', hostname: 'web1', mode: { kind: 'network', network: 'bridge' } });
   t.equal(sb.netns.kind, 'path');
-  const ctr = w.kernel.netlinkFor(sb.netns);
-  t.same(names(await ctr.listLinks()), ['eth0', 'lo']);
+  const ctr = () => w.kernel.netlinkFor(sb.netns); // handles are released when an endpoint leaves
+  t.same(names(await ctr().listLinks()), ['eth0', 'lo']);
   const eps = await w.controller.endpointsOf(sb.record.id);
   t.equal(eps.length, 1);
   const ep = eps[0]!;
   t.equal(ep.status, 'ready');
   t.equal(ep.addresses[0], '10.89.0.2/24', 'first address after the gateway');
-  t.same((await ctr.listAddrs('eth0' as IfName)).filter((a) => a.family === 4).map((a) => a.prefix), ['10.89.0.2/24']);
-  const routes = await ctr.listRoutes({ family: 4 });
+  t.same((await ctr().listAddrs('eth0' as IfName)).filter((a) => a.family === 4).map((a) => a.prefix), ['10.89.0.2/24']);
+  const routes = await ctr().listRoutes({ family: 4 });
   t.ok(routes.some((r) => r.dst === '0.0.0.0/0' && r.via === '10.89.0.1'), 'default route via the gateway');
   const hostLink = await w.kernel.netlinkFor(HOST_NETNS).getLink(ep.hostIf!);
   t.equal(hostLink?.master, 'tsnet0', 'host end on the bridge');
@@ -68,10 +68,10 @@ t.test('sandbox lifecycle: join, second network, disconnect, remove', async (t) 
   const ep2 = await w.controller.connect('web1', 'back');
   t.equal(ep2.ifName, 'eth1');
   t.equal(ep2.defaultRoute, false, 'only one default route');
-  t.same(names(await ctr.listLinks()), ['eth0', 'eth1', 'lo']);
+  t.same(names(await ctr().listLinks()), ['eth0', 'eth1', 'lo']);
   await t.rejects(w.controller.connect('web1', 'back'), { code: 'ALREADY_EXISTS', message: /already exists in network back/ });
   await w.controller.disconnect('web1', 'back');
-  t.same(names(await ctr.listLinks()), ['eth0', 'lo'], 'eth1 removed');
+  t.same(names(await ctr().listLinks()), ['eth0', 'lo'], 'eth1 removed');
   t.same(await w.ipam.listAddresses(ep2.networkId), [], 'address released');
   await t.rejects(w.controller.disconnect('web1', 'back'), { code: 'NOT_FOUND' });
   await t.rejects(w.controller.deleteNetwork('bridge'), { code: 'ALREADY_EXISTS', message: /pre-defined/ });

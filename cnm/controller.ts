@@ -102,6 +102,7 @@ export interface SandboxHandle {
 }
 
 export const DEFAULT_BRIDGE = 'tsnet0';
+const FULL_ID = /^[0-9a-f]{64}$/;
 const PREDEFINED = ['bridge', 'host', 'none'] as const;
 
 function conflict(msg: string, details: Record<string, unknown> = {}): TsnetError {
@@ -154,6 +155,10 @@ export function createController(deps: ControllerDeps): Controller {
   const newId = (): string => deps.randomHex(32);
 
   async function findNetwork(idOrName: string): Promise<NetworkRecord> {
+    if (FULL_ID.test(idOrName)) {
+      const byId = await state.networks.get(idOrName);
+      if (byId) return byId;
+    }
     const all = await state.networks.list();
     const hit = all.find((n) => n.name === idOrName) ?? all.find((n) => n.id === idOrName) ?? all.filter((n) => idOrName.length >= 3 && n.id.startsWith(idOrName)).at(0);
     if (!hit) throw notFound('network', idOrName, 'network');
@@ -161,18 +166,25 @@ export function createController(deps: ControllerDeps): Controller {
   }
 
   async function findSandbox(idOrName: string): Promise<SandboxRecord> {
+    if (FULL_ID.test(idOrName)) {
+      const byId = await state.sandboxes.get(idOrName);
+      if (byId) return byId;
+    }
     const all = await state.sandboxes.list();
     const hit = all.find((s) => s.name === idOrName) ?? all.find((s) => s.id === idOrName) ?? all.filter((s) => idOrName.length >= 3 && s.id.startsWith(idOrName)).at(0);
     if (!hit) throw notFound('container', idOrName, 'container');
     return hit;
   }
 
+  // Endpoint ids start with their sandbox's id prefix, so a sandbox's endpoints are listed without
+  // reading every endpoint record.
+  const endpointPrefix = (sandboxId: SandboxId): string => sandboxId.slice(0, 16);
   const endpointsOf = async (sandboxId: SandboxId): Promise<EndpointRecord[]> =>
-    (await state.endpoints.list()).filter((e) => e.sandboxId === sandboxId).sort((a, b) => a.ifName.localeCompare(b.ifName, 'en', { numeric: true }));
+    (await state.endpoints.list(endpointPrefix(sandboxId))).filter((e) => e.sandboxId === sandboxId).sort((a, b) => a.ifName.localeCompare(b.ifName, 'en', { numeric: true }));
 
-  async function writeFiles(sb: SandboxRecord): Promise<void> {
+  async function writeFiles(sb: SandboxRecord, known?: readonly EndpointRecord[]): Promise<void> {
     if (sb.netns.kind === 'container') return; // shares the target's files
-    const eps = await endpointsOf(sb.id);
+    const eps = known ?? (await endpointsOf(sb.id));
     const self = eps.flatMap((e) => e.addresses.map((a) => ({ ip: prefixAddr(a), names: [sb.hostname] })));
     await deps.files.write(sb.hostsPath, deps.hostsFile(self, sb.extraHosts));
   }
@@ -261,13 +273,16 @@ export function createController(deps: ControllerDeps): Controller {
       );
     }
     steps.push(
+      // iproute2 caches interface names per process: after the pair is gone, a fresh ip process
+      // for the sandbox, so that a later eth<N> of the same name is resolved anew.
+      { label: `netlink handle of ${ep.id}`, run: () => (sandboxNs.kind === 'path' ? deps.netlink.release(sandboxNs) : Promise.resolve()) },
       { label: `release addresses of ${ep.id}`, run: () => ipam.releaseOwner(ep.id) },
       { label: `endpoint record ${ep.id}`, run: () => state.endpoints.delete(ep.id) },
     );
     await teardownAll(steps);
   }
 
-  async function connectLocked(sb: SandboxRecord, net: NetworkRecord, req: ConnectRequest): Promise<EndpointRecord> {
+  async function connectLocked(sb: SandboxRecord, net: NetworkRecord, req: ConnectRequest): Promise<{ endpoint: EndpointRecord; others: EndpointRecord[] }> {
     if (sb.netns.kind !== 'own') {
       throw invalid('network', sb.netns.kind === 'host' ? 'container cannot be disconnected from host network or connected to host network' : 'conflicting options: container type network can\'t be used with multiple networks');
     }
@@ -291,7 +306,7 @@ export function createController(deps: ControllerDeps): Controller {
     let n = 0;
     while (used.has(`eth${n}`)) n++;
     const ifName = `eth${n}` as IfName;
-    const id = newId() as EndpointId;
+    const id = `${endpointPrefix(sb.id)}${deps.randomHex(24)}` as EndpointId;
     const hostIf = `veth${deps.randomHex(4).slice(0, 7)}` as IfName;
     const defaultRoute = !net.internal && !eps.some((e) => e.defaultRoute);
     const record: EndpointRecord = {
@@ -301,6 +316,8 @@ export function createController(deps: ControllerDeps): Controller {
     const sandboxNs = netnsOf(sb);
     const undo = new UndoStack();
     try {
+      // The record first: reconcile's IPAM gc releases reservations whose owner has no record, so
+      // an address is only ever reserved for an endpoint whose record already exists.
       await state.endpoints.create(record);
       undo.push('endpoint record', () => state.endpoints.delete(id));
       undo.push('release addresses', () => ipam.releaseOwner(id));
@@ -311,8 +328,9 @@ export function createController(deps: ControllerDeps): Controller {
         const a = await ipam.requestAddress({ networkId: net.id, owner: id, family: fam, ...(want !== undefined ? { ip: want } : {}) });
         addresses.push(a.address);
       }
+      // No write here: until "ready", cleanup needs only the record's id (the addresses' owner)
+      // and hostIf, both recorded before anything was made.
       const withAddrs: EndpointRecord = { ...record, addresses };
-      await state.endpoints.put(withAddrs);
       undo.push('leave', () => driver.leave({ network: specOf(net), config: net.config, endpointId: id, sandbox: sandboxNs, ifName, hostIf }));
       const joined = await driver.join({
         network: specOf(net), config: net.config, endpointId: id, sandbox: sandboxNs, ifName, hostIf, addresses, defaultRoute,
@@ -328,7 +346,7 @@ export function createController(deps: ControllerDeps): Controller {
       await state.endpoints.put(ready);
       undo.commit();
       log.info('endpoint joined', { endpoint: id, network: net.name, sandbox: sb.name, ifName, addresses });
-      return ready;
+      return { endpoint: ready, others: eps };
     } catch (err) {
       await undo.unwind(log);
       throw wrap(`connect ${sb.name} to ${net.name}`, err);
@@ -467,9 +485,9 @@ export function createController(deps: ControllerDeps): Controller {
       const sb = await findSandbox(sandbox);
       const net = await findNetwork(network);
       return state.withLock(`sandbox:${sb.id}`, async () => {
-        const ep = await connectLocked(sb, net, req);
-        await writeFiles(sb);
-        return ep;
+        const { endpoint, others } = await connectLocked(sb, net, req);
+        await writeFiles(sb, [...others, endpoint]);
+        return endpoint;
       });
     },
 
@@ -540,11 +558,16 @@ export function createController(deps: ControllerDeps): Controller {
           const ids = await drivers(type).restoreNetworks(mine.map((n) => ({ spec: specOf(n), config: n.config })));
           restored.push(...mine.filter((n) => ids.includes(n.id)).map((n) => n.name));
         }
-        // Addresses are reserved only after their endpoint's record exists: an owner without a
-        // record is a crash leftover. Under the networks lock, no network is half-made meanwhile.
+        // Addresses are reserved only after their endpoint's record exists, so: list the
+        // reservations first, then the records; a reservation whose owner has no record in the
+        // later listing is a crash leftover (or its endpoint is gone), never one in progress.
+        const held = [];
+        for (const n of ready.filter((x) => drivers(x.driver).hasDataPath)) held.push(...(await ipam.listAddresses(n.id)));
         const owners = new Set((await state.endpoints.list()).map((e) => e.id as string));
-        const released = await ipam.gc({ keep: (owner) => owners.has(owner) });
-        for (const r of released) cleaned.push(`address ${r.addr}`);
+        for (const a of held) {
+          if (owners.has(a.owner)) continue;
+          if (await ipam.releaseAddress({ networkId: a.networkId, addr: a.ip, owner: a.owner })) cleaned.push(`address ${a.ip}`);
+        }
       });
       if (cleaned.length > 0) log.info('reconciled', { cleaned });
       return { cleaned, restored };

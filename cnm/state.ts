@@ -9,7 +9,8 @@ import { EndpointRecordSchema, NetworkRecordSchema, SandboxRecordSchema, type En
 
 export interface Records<T extends { readonly id: string }> {
   get(id: string): Promise<T | undefined>;
-  list(): Promise<T[]>;
+  /** All records, or those whose id starts with `prefix`. */
+  list(prefix?: string): Promise<T[]>;
   /** ALREADY_EXISTS if a record with that id exists. */
   create(rec: T): Promise<void>;
   put(rec: T): Promise<void>;
@@ -33,9 +34,9 @@ function memoryRecords<T extends { readonly id: string }>(): Records<T> {
       await tick();
       return m.get(id);
     },
-    async list() {
+    async list(prefix) {
       await tick();
-      return [...m.values()];
+      return [...m.values()].filter((r) => prefix === undefined || r.id.startsWith(prefix));
     },
     async create(rec) {
       await tick();
@@ -74,8 +75,8 @@ export function createStoreCnmState(store: Store): CnmState {
     const c = store.collection<T>({ name, version: 1, schema });
     return {
       get: (id) => c.get(id),
-      async list() {
-        const r = await c.list();
+      async list(prefix) {
+        const r = await c.list(prefix === undefined ? {} : { prefix });
         // A corrupt record is reported, never silently dropped: refuse to act on partial state.
         if (r.errors.length > 0) throw new TsnetError('INTERNAL', `${name}: ${r.errors.map((e) => e.message).join('; ')}`, { details: { errors: r.errors.length } });
         return r.entries.map((e) => e.record);

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iptables nftables util-linux procps)
+PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: not root: skipping system packages (${PACKAGES[*]}); privileged tests will be skipped" >&2

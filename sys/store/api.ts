@@ -36,6 +36,11 @@ export interface LockOptions {
 /** Per-operation options: mutations wait for a record lock, bounded by these. */
 export type OpOptions = LockOptions;
 
+export interface ListOptions extends OpOptions {
+  /** Only records whose id starts with this (cheap: other files are not read). */
+  readonly prefix?: string;
+}
+
 export interface RecordSpec<T> {
   /** Collection name: 1-64 of [a-z0-9_.-], starting with a letter or digit. */
   readonly name: string;
@@ -69,7 +74,7 @@ export interface Collection<T> {
   /** The record; NOT_FOUND if there is none. */
   require(id: string, opts?: OpOptions): Promise<T>;
   /** Every record that reads, plus an error per file that does not. Never throws for one bad file. */
-  list(opts?: OpOptions): Promise<ListResult<T>>;
+  list(opts?: ListOptions): Promise<ListResult<T>>;
   /** Writes a new record; ALREADY_EXISTS if the id is taken (even by a corrupt file). */
   create(id: string, record: T, opts?: OpOptions): Promise<T>;
   /** Writes the record, replacing any existing one (also a corrupt one: this is how to repair). */

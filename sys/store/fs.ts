@@ -240,7 +240,7 @@ function createFsStore(root: string, locker: Locker): Store {
           throw fsError(`list ${dir}`, err);
         }
         const results = await mapLimit(
-          names.filter((n) => !n.startsWith('.')).sort(),
+          names.filter((n) => !n.startsWith('.') && (opts?.prefix === undefined || n.startsWith(opts.prefix))).sort(),
           READ_PARALLELISM,
           async (name): Promise<Entry<T> | TsnetError | undefined> => {
             const path = join(dir, name);
@@ -402,6 +402,8 @@ function createFsStore(root: string, locker: Locker): Store {
           if (errnoOf(err) === 'ENOENT') return [];
           throw fsError(`list ${dir}`, err);
         }
+        // Dot files are never ours to read; other names that are not valid keys were not written
+        // by reserve() (it validates every key) and are left alone.
         const keys = names.filter((n) => !n.startsWith('.')).filter((n) => {
           try {
             parseRecordId(n);

@@ -124,6 +124,7 @@ export function createMemoryStore(opts: { readonly lockTimeoutMs?: number } = {}
         const entries: Entry<T>[] = [];
         const errors: TsnetError[] = [];
         for (const id of [...rows.keys()].sort()) {
+          if (o?.prefix !== undefined && !id.startsWith(o.prefix)) continue;
           try {
             const record = read(id);
             if (record !== undefined) entries.push({ id, record });

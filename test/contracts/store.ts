@@ -50,6 +50,17 @@ export function storeContract(t: Test, h: StoreHarness): void {
     });
   };
 
+  test('list by id prefix reads only the matching records', async (t, { store }) => {
+    const nets = store.collection(NETS);
+    await nets.create('aa1', net('a1'));
+    await nets.create('aa2', net('a2', '10.0.1.0/24'));
+    await nets.create('ab1', net('b1', '10.0.2.0/24'));
+    t.same((await nets.list({ prefix: 'aa' })).entries.map((e) => e.id), ['aa1', 'aa2']);
+    t.same((await nets.list({ prefix: 'ab' })).entries.map((e) => e.id), ['ab1']);
+    t.same((await nets.list({ prefix: 'zz' })).entries, []);
+    t.equal((await nets.list()).entries.length, 3, 'no prefix: everything');
+  });
+
   test('create, get, require, list, put, update, delete', async (t, { store }) => {
     const nets = store.collection(NETS);
     t.equal(nets.name, 'networks');
