@@ -109,6 +109,13 @@ t.test('static addresses, internal networks, IPv6', async (t) => {
   t.equal((await w.controller.endpointsOf((await w.controller.findSandbox('c')).id)).length, 0, 'failed connects left no endpoint');
   t.equal((await w.ipam.listAddresses((await w.controller.findNetwork('n')).id)).length, 4, 'only a and b hold addresses');
 
+  await w.controller.createNetwork({ name: 'noicc', options: { 'com.docker.network.bridge.enable_icc': 'false' } });
+  const e = await w.controller.createSandbox({ name: 'e', mode: { kind: 'network', network: 'noicc' } });
+  const [epE] = await w.controller.endpointsOf(e.record.id);
+  t.ok(w.kernel.isolatedPort(HOST_NETNS, epE?.hostIf ?? ''), 'enable_icc=false: the bridge port is isolated');
+  t.notOk(w.kernel.isolatedPort(HOST_NETNS, epB.hostIf ?? ''), 'icc on: not isolated');
+  t.equal(w.firewall.networks().get((await w.controller.findNetwork('noicc')).id)?.icc, false, 'and the firewall knows');
+
   await w.controller.createNetwork({ name: 'int', internal: true });
   const d = await w.controller.createSandbox({ name: 'd', mode: { kind: 'network', network: 'int' } });
   const routes = await w.kernel.netlinkFor(d.netns).listRoutes({ family: 4 });

@@ -276,7 +276,7 @@ export function createController(deps: ControllerDeps): Controller {
       // iproute2 caches interface names per process: after the pair is gone, a fresh ip process
       // for the sandbox, so that a later eth<N> of the same name is resolved anew.
       { label: `netlink handle of ${ep.id}`, run: () => (sandboxNs.kind === 'path' ? deps.netlink.release(sandboxNs) : Promise.resolve()) },
-      { label: `release addresses of ${ep.id}`, run: () => ipam.releaseOwner(ep.id) },
+      { label: `release addresses of ${ep.id}`, run: () => ipam.releaseOwner(ep.id, { networkId: ep.networkId }) },
       { label: `endpoint record ${ep.id}`, run: () => state.endpoints.delete(ep.id) },
     );
     await teardownAll(steps);
@@ -320,7 +320,7 @@ export function createController(deps: ControllerDeps): Controller {
       // an address is only ever reserved for an endpoint whose record already exists.
       await state.endpoints.create(record);
       undo.push('endpoint record', () => state.endpoints.delete(id));
-      undo.push('release addresses', () => ipam.releaseOwner(id));
+      undo.push('release addresses', () => ipam.releaseOwner(id, { networkId: net.id }));
       const addresses: Prefix[] = [];
       for (const s of net.subnets) {
         const fam = addrFamily(s.subnet);

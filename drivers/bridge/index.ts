@@ -119,7 +119,9 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
       // IPv6 must be on before an IPv6 address can be added.
       if (wantV6 && offByDefault) await deps.sysctl(req.sandbox).set({ [v6Key]: 0 });
       const [, results] = await Promise.all([
-        host.setLink(hostIf, { master: cfg.bridge, up: true }),
+        // enable_icc=false: isolated bridge ports cannot reach each other (frames between ports of
+        // one bridge never reach netfilter without br_netfilter); the gateway stays reachable.
+        host.setLink(hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) }),
         ctr.batch(inside),
         !wantV6 && !offByDefault ? deps.sysctl(req.sandbox).set({ [v6Key]: 1 }) : Promise.resolve(),
       ]);

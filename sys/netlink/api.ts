@@ -88,6 +88,12 @@ export interface LinkChanges {
   readonly master?: IfName | null;
   /** Rename the link. */
   readonly name?: IfName;
+  /**
+   * Bridge port isolation (`bridge_slave isolated`): isolated ports of a bridge cannot exchange
+   * frames with each other, only with non-isolated ports and the bridge itself. Applied after
+   * `master`, so both may be given at once; NOT_FOUND/INVALID_CONFIG if the link is no bridge port.
+   */
+  readonly isolated?: boolean;
 }
 
 export interface AddrOptions {

@@ -42,6 +42,8 @@ export interface FakeNetlink {
    *  the peers of its veths, wherever they are. Handles on it then fail with NOT_FOUND. */
   removeNetns(ns: NetnsRef): void;
   hasNetns(ns: NetnsRef): boolean;
+  /** Is this bridge port isolated (`bridge_slave isolated on`)? False for a missing link. */
+  isolatedPort(ns: NetnsRef, name: string): boolean;
   /** The next call of `op` (in `ns`, if given) fails with `error`, without any effect. */
   failNext(op: FakeOpName, error: TsnetError, opts?: { readonly ns?: NetnsRef }): void;
   /** Every call made through the handles, in order (including failed ones). */
@@ -61,6 +63,8 @@ interface FLink {
   mtu: number;
   mac: string;
   master: FLink | undefined;
+  /** Bridge port isolation (not reported by `Link`; tests read it through `isolatedPort`). */
+  isolated: boolean;
   peer: FLink | undefined;
   /** The IPv6 link-local address, once assigned (up with carrier). */
   linkLocal: IpAddr | undefined;
@@ -139,7 +143,7 @@ export function createFakeNetlink(): FakeNetlink {
     const link: FLink = {
       id, ns, kind, index: ns.nextIndex++, name, up: false, mtu,
       mac: mac ?? `0a:fa:${[id >> 24, id >> 16, id >> 8, id].map(hex).join(':')}`, // locally administered, unicast
-      master: undefined, peer: undefined, linkLocal: undefined, conf: new Map(),
+      master: undefined, isolated: false, peer: undefined, linkLocal: undefined, conf: new Map(),
     };
     ns.links.push(link);
     return link;
@@ -332,10 +336,14 @@ export function createFakeNetlink(): FakeNetlink {
       if (l.kind === 'bridge' && master.kind === 'bridge') throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): Error: Can not enslave a bridge to a bridge.`);
       if (master === l || master.kind !== 'bridge' || l.kind === 'loopback') throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Operation not supported`);
     }
+    const willHaveMaster = master === undefined ? l.master !== undefined : master !== null;
+    if (c.isolated !== undefined && !willHaveMaster) throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Operation not supported`);
     if (c.mac !== undefined) l.mac = c.mac;
     if (c.mtu !== undefined) l.mtu = c.mtu;
+    if (c.isolated !== undefined) l.isolated = c.isolated;
     if (c.name !== undefined) l.name = c.name;
     if (master !== undefined) l.master = master ?? undefined;
+    if (master === null) l.isolated = false;
     if (c.up !== undefined) {
       const wasUp = l.up;
       l.up = c.up;
@@ -613,6 +621,10 @@ export function createFakeNetlink(): FakeNetlink {
       settle();
     },
     hasNetns: (ref) => namespaces.has(netnsLabel(ref)),
+    isolatedPort: (ref, name) => {
+      const ns = namespaces.get(netnsLabel(ref));
+      return ns !== undefined && find(ns, name)?.isolated === true;
+    },
     failNext(op, error, opts = {}) {
       failures.push({ op, ns: opts.ns === undefined ? undefined : netnsLabel(opts.ns), error });
     },

@@ -224,7 +224,10 @@ export function opLines(op: NetlinkOp, ns: NetnsRef, selfNetns: string): string[
       if (c.master === null) args += ' nomaster';
       else if (c.master !== undefined) args += ` master ${c.master}`;
       if (c.up !== undefined) args += c.up ? ' up' : ' down';
-      return args === '' ? [] : [`link set dev ${op.name}${args}`];
+      const dev = c.name ?? op.name;
+      // Port options need the master set first: a second line, after the main one.
+      const port = c.isolated === undefined ? [] : [`link set dev ${dev} type bridge_slave isolated ${c.isolated ? 'on' : 'off'}`];
+      return [...(args === '' ? [] : [`link set dev ${op.name}${args}`]), ...port];
     }
     case 'addAddr':
     case 'ensureAddr': {
@@ -805,8 +808,11 @@ class Iproute2Handle implements Iproute2Netlink {
             await this.#checkNetns(peer, 'peerNetns');
           }
         : undefined;
+    const reads = lines.map((l) => l.startsWith('addr show'));
     const finish = (outcomes: readonly LineOutcome[]): void => {
-      const first = outcomes[0];
+      // The first failed write line decides (an op may have several lines, e.g. setLink with port
+      // options; read lines are answers, not failures).
+      const first = outcomes.find((o, i) => !o.ok && !reads[i]);
       if (first === undefined || first.ok) return;
       const code = classifyIpError(first.message);
       if (op.op === 'ensureBridge' && code === 'ALREADY_EXISTS') {
@@ -822,7 +828,7 @@ class Iproute2Handle implements Iproute2Netlink {
     };
     return {
       lines,
-      reads: lines.map((l) => l.startsWith('addr show')),
+      reads,
       ...(prepare ? { prepare } : {}),
       finish,
     };

@@ -106,6 +106,24 @@ t.test('two containers on one network exchange TCP; other networks and internal 
   });
 });
 
+t.test('enable_icc=false: containers on one bridge cannot reach each other, the gateway still answers', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok, host } = ctx;
+    await ok('network', 'create', '-o', 'com.docker.network.bridge.enable_icc=false', '--subnet', '10.66.0.0/24', 'noicc');
+    await ok('network', 'create', '--subnet', '10.67.0.0/24', 'icc');
+    for (const [name, net] of [['a', 'noicc'], ['b', 'noicc'], ['c', 'icc'], ['d', 'icc']] as const) {
+      await ok('run', '-d', '--name', name, '--hostname', name, '--network', net, '--', 'node', '-e', SERVER(8080));
+    }
+    const ipOf = async (name: string, net: string): Promise<string> => (await inspect(ok, name)).NetworkSettings.Networks[net]?.IPAddress ?? '';
+    t.match(await tcpFrom(ctx, 'd', await ipOf('c', 'icc'), 8080), /^hello from c/, 'icc on (default): containers talk');
+    await tcpFrom(ctx, 'a', '127.0.0.1', 8080); // a's server is up
+    t.notOk(await reachable(ctx, 'b', await ipOf('a', 'noicc'), 8080), 'icc off: b cannot reach a');
+    t.notOk(await reachable(ctx, 'a', await ipOf('b', 'noicc'), 8080), 'icc off: a cannot reach b');
+    host.spawnIn(host.ns, [process.execPath, '-e', SERVER(9999, '10.66.0.1')]); // a server on the host, on the gateway address
+    t.match(await tcpFrom(ctx, 'a', '10.66.0.1', 9999), /^hello from /, 'icc off: the gateway (host) is still reachable');
+  });
+});
+
 t.test('network modes: none, host, container:NAME; connect and disconnect a running container', { skip: skipUnlessRoot }, async (t) => {
   await withCli(async (ctx) => {
     const { ok, host } = ctx;
