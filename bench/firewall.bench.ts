@@ -83,8 +83,14 @@ async function measure(host: IsolatedHost, make: (deps: FirewallDeps) => Firewal
   // one call
   let fw = await fresh();
   const oneCall1k = await ms(() => fw.ensurePorts(endpoint('one-1k', 1024, 1000, ipOf(0))));
-  fw = await fresh();
-  const oneCall10k = await ms(() => fw.ensurePorts(endpoint('one-10k', 1024, 10_000, ipOf(0))));
+  // Median of 3, each into a fresh namespace (one sample alone mostly measures JIT warm-up).
+  const tenK: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    fw = await fresh();
+    const f = fw;
+    tenK.push(await ms(() => f.ensurePorts(endpoint('one-10k', 1024, 10_000, ipOf(0)))));
+  }
+  const oneCall10k = stats(tenK).median;
   // N-th mapping, and 10,000 over 100 calls
   fw = await fresh();
   const nth1 = await addOne(fw, 'n1');
@@ -120,7 +126,7 @@ export async function benchFirewall(host: IsolatedHost): Promise<BenchSection> {
   const growth = nft.nth[10_000] / nft.nth[1];
   const rows: BenchRow[] = [
     { name: 'apply 1,000 mappings in one call', value: nft.oneCall1k, unit: 'ms', baseline: base(ipt.oneCall1k) },
-    { name: 'apply 10,000 mappings in one call', value: nft.oneCall10k, unit: 'ms', baseline: base(ipt.oneCall10k), goal: '<= 200 ms', met: nft.oneCall10k <= 200 },
+    { name: 'apply 10,000 mappings in one call (median of 3)', value: nft.oneCall10k, unit: 'ms', baseline: base(ipt.oneCall10k), goal: '<= 200 ms', met: nft.oneCall10k <= 200 },
     { name: 'apply 10,000 mappings over 100 calls (100 endpoints)', value: nft.hundredCalls10k, unit: 'ms', baseline: base(ipt.hundredCalls10k) },
     { name: 'add one mapping when 1 is published', value: nft.nth[1], unit: 'ms', baseline: base(ipt.nth[1]) },
     { name: 'add one mapping when 100 are published', value: nft.nth[100], unit: 'ms', baseline: base(ipt.nth[100]) },
