@@ -13,7 +13,7 @@ import { createController, type Controller } from '../cnm/controller.js';
 import { createStoreCnmState } from '../cnm/state.js';
 import { isCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { HOST_NETNS, addrFamily, prefixLen, type NetnsRef, type SandboxId } from '../core/net.js';
+import { HOST_NETNS, prefixLen, type NetnsRef, type SandboxId } from '../core/net.js';
 import { hostsFile } from '../dns/hosts-file.js';
 import { containerResolvConf, parseResolvConf } from '../dns/resolv-conf.js';
 import { createDriverRegistry } from '../drivers/registry.js';
@@ -118,7 +118,8 @@ export async function createEngine(s: Settings): Promise<Engine> {
         ...(o.dnsOptions.length > 0 ? { dnsOptions: o.dnsOptions } : {}),
       });
     },
-    hostsFile: (self, extra) => hostsFile({ self, extra, ipv6: self.some((e) => addrFamily(e.ip) === 6) || true }),
+    // Docker writes the IPv6 loopback lines whatever the networks (the container has ::1 on lo).
+    hostsFile: (self, extra) => hostsFile({ self, extra }),
     log: s.log,
     randomHex,
     now: () => new Date(),

@@ -423,7 +423,7 @@ export function createController(deps: ControllerDeps): Controller {
       const extraHosts = (req.extraHosts ?? []).map((h, i) => ({ ip: parseIpAddr(h.ip, `add-host[${i}]`), names: h.names.map((nm) => checkHostname(nm, `add-host[${i}]`)) }));
       const dns = (req.dns ?? []).map((d, i) => parseIpAddr(d, `dns[${i}]`));
       const hostname = checkHostname(req.hostname ?? id.slice(0, 12), 'hostname');
-      return state.withLock('sandboxes', async () => {
+      const made = await state.withLock('sandboxes', async () => {
         const all = await state.sandboxes.list();
         if (all.some((s) => s.name === name)) throw conflict(`the container name "${name}" is already in use`, { field: 'name' });
         if (all.some((s) => s.id === id)) throw conflict(`container id ${id} is already in use`, { field: 'id' });
@@ -454,8 +454,8 @@ export function createController(deps: ControllerDeps): Controller {
             undo.push('netns', () => deps.netns.remove(own.name));
             // IPv6 off by default: interfaces of IPv4-only networks then need no sysctl write.
             const ns = await deps.netns.create(own.name, { sysctls: { 'net.ipv6.conf.default.disable_ipv6': 1 } });
+            undo.push('netlink handle', () => deps.netlink.release(ns)); // its ip process would keep the namespace alive
             await deps.netlink(ns).setLink('lo' as IfName, { up: true });
-            undo.push('netlink handle', () => deps.netlink.release(ns));
           }
           if (record.netns.kind !== 'container') {
             undo.push('files', () => deps.files.removeDir(dir));
@@ -465,16 +465,21 @@ export function createController(deps: ControllerDeps): Controller {
           const ready: SandboxRecord = { ...record, status: 'ready' };
           await state.sandboxes.put(ready);
           undo.commit();
-          if (network) await controller.connect(id, network.id, req.connect ?? {}).catch(async (err: unknown) => {
-            await controller.deleteSandbox(id).catch((e: unknown) => log.warn('rollback of sandbox failed', { sandbox: id, err: e }));
-            throw err;
-          });
-          return { record: ready, netns: netnsOf(ready) };
+          return { ready, network };
         } catch (err) {
           await undo.unwind(log);
           throw wrap(`create sandbox ${name}`, err);
         }
       });
+      // Outside the sandboxes lock (other sandboxes may be created meanwhile); connect takes this
+      // sandbox's own lock.
+      if (made.network) {
+        await controller.connect(id, made.network.id, req.connect ?? {}).catch(async (err: unknown) => {
+          await controller.deleteSandbox(id).catch((e: unknown) => log.warn('rollback of sandbox failed', { sandbox: id, err: e }));
+          throw err;
+        });
+      }
+      return { record: made.ready, netns: netnsOf(made.ready) };
     },
 
     findSandbox,
