@@ -1,7 +1,4 @@
-import t, { type Test } from 'tap';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import t from 'tap';
 import { TsnetError } from '../../core/errors.js';
 import type { EndpointId, IfName, NetworkId, Prefix } from '../../core/net.js';
 import type { Argv, RunOptions, RunResult } from '../exec.js';
@@ -21,22 +18,9 @@ import {
   parseNftState,
 } from './nftables.js';
 import { describeAtom, dnatAtoms, planNetwork, planPorts, validateEndpointPorts, validateNetworkPolicy, type DnatAtom } from './plan.js';
+import { goldenIn } from '../../test/helpers/golden.js';
 
-const GOLDEN = fileURLToPath(new URL('../../test/golden/firewall/', import.meta.url));
-
-/** Compares with test/golden/firewall/NAME; TSNET_UPDATE_GOLDEN=1 rewrites the file instead. */
-async function golden(t: Test, name: string, actual: string): Promise<void> {
-  const path = join(GOLDEN, name);
-  if (process.env['TSNET_UPDATE_GOLDEN'] === '1') {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFile(path, actual);
-    t.pass(`golden ${name} written`);
-    return;
-  }
-  const expected = await readFile(path, 'utf8').catch(() => undefined);
-  if (expected === undefined) t.fail(`golden ${name} missing: run with TSNET_UPDATE_GOLDEN=1`);
-  else t.equal(actual, expected, `golden ${name}`);
-}
+const golden = goldenIn('firewall');
 
 /** `nft -j list table inet tsnet` after SAMPLE_NETWORKS.dual-stack-masquerade + SAMPLE_PORTS (nft 1.0.6, trimmed). */
 const LISTED = JSON.stringify({
