@@ -132,6 +132,15 @@ t.test('bad input touches no process and creates nothing', { skip: skipUnlessRoo
   });
 });
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 t.test('killing the ip process: in-flight ops reject UNAVAILABLE, the next op restarts it', { skip: skipUnlessRoot }, async (t) => {
   await withIsolatedHost(async (host) => {
     const h = createIproute2Netlink(host.ns);
@@ -151,6 +160,11 @@ t.test('killing the ip process: in-flight ops reject UNAVAILABLE, the next op re
       setImmediate(() => process.kill(pid2, 'SIGKILL'));
       const results = await Promise.all(ops);
       t.ok(results.every((r) => r === 'ok' || r === 'UNAVAILABLE'), `outcomes: ${[...new Set(results)].join(',')}`);
+      // All 60 may have completed before the signal landed: wait (bounded) until that process is
+      // gone, so the checks below do not race with its death.
+      for (let i = 0; i < 100 && isAlive(pid2); i++) await new Promise((r) => setTimeout(r, 20));
+      t.notOk(isAlive(pid2), 'the killed process is gone');
+      await new Promise((r) => setImmediate(r));
       const have = new Set((await h.listAddrs(n('kbr1'))).map((x) => x.prefix));
       results.forEach((r, i) => {
         if (r === 'ok' && !have.has(p(`10.93.${i}.1/32`))) t.fail(`op ${i} reported ok but is not applied`);
