@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS node
 /**
  * `tsnet`: the composition root. The only place (with the plugin entry points) that reads the
  * environment, builds the real sys implementations and maps errors to exit codes.

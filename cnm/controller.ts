@@ -539,7 +539,9 @@ export function createController(deps: ControllerDeps): Controller {
           cleaned.push(`sandbox ${sb.name}`);
         }
       });
-      for (const ep of await state.endpoints.list()) {
+      const sandboxIds = new Set((await state.sandboxes.list()).map((s) => s.id as string));
+      const suspects = (await state.endpoints.list()).filter((e) => e.status === 'creating' || !sandboxIds.has(e.sandboxId));
+      for (const ep of suspects) {
         await state.withLock(`sandbox:${ep.sandboxId}`, async () => {
           const cur = await state.endpoints.get(ep.id);
           if (!cur) return;

@@ -20,7 +20,9 @@ if (process.env.TSNET_ISOLATED !== '1') {
   process.exit(r.status ?? 1);
 }
 
-const tsnet = [process.execPath, `${root}/dist/tsnet.js`];
+// The binary itself, as a user runs it (its #! line drops NODE_EXTRA_CA_CERTS: tsnet makes no TLS
+// connections, and that variable costs every Node start ~50-80 ms).
+const tsnet = [`${root}/dist/tsnet.js`];
 const show = (argv) => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)).join(' ');
 function step(args, { quiet = false } = {}) {
   console.log(`\n$ tsnet ${show(args)}`);

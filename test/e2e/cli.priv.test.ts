@@ -25,7 +25,7 @@ async function inspect(ok: Ctx['ok'], name: string): Promise<{ NetworkSettings: 
 }
 
 /** TCP from a container to addr:port through `tsnet exec`, retried while the server starts. */
-async function tcpFrom(ctx: Ctx, container: string, addr: string, port: number, tries = 10): Promise<string> {
+async function tcpFrom(ctx: Ctx, container: string, addr: string, port: number, tries = 30): Promise<string> {
   let last = '';
   for (let i = 0; i < tries; i++) {
     const r = await ctx.cli('exec', container, 'node', '-e', CLIENT(addr, port));
