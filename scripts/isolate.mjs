@@ -7,7 +7,7 @@
 // or, simpler, `node scripts/isolate.mjs --enter -- CMD ARGS...`, which re-executes itself under
 // unshare. Refuses to run when it is not in a namespace of its own.
 import { execFileSync, spawn } from 'node:child_process';
-import { statSync, existsSync, mkdirSync } from 'node:fs';
+import { statSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const args = process.argv.slice(2);
@@ -54,7 +54,48 @@ if (enter) {
     env: { ...process.env, TSNET_ISOLATED: '1', TSNET_OUTER_NETNS_INO: outer, TSNET_RUN_DIR: '/run/tsnet', TSNET_STATE_DIR: '/run/tsnet/state' },
   });
   forwardSignals(child);
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + 15 : 1)));
+  child.on('exit', (code, signal) => {
+    killLeftovers();
+    process.exit(code ?? (signal ? 128 + 15 : 1));
+  });
+}
+
+// Everything still running in this throwaway network namespace was started by the command we ran
+// (servers, ip processes, the detached shims of containers a failed test did not remove): end it,
+// with its process group (a shim's group holds its container), so nothing outlives the run.
+function killLeftovers() {
+  const mine = readlinkOr(`/proc/self/ns/net`);
+  const myPgrp = pgrpOf(process.pid);
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid || readlinkOr(`/proc/${pid}/ns/net`) !== mine) continue;
+    const pgrp = pgrpOf(pid);
+    try {
+      if (pgrp !== undefined && pgrp !== myPgrp && pgrp > 1) process.kill(-pgrp, 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function readlinkOr(path) {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The process group of `pid` (/proc/PID/stat: "pid (comm) state ppid pgrp ..."). */
+function pgrpOf(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[2]);
+  } catch {
+    return undefined;
+  }
 }
 
 function inoOf(path) {
