@@ -82,12 +82,21 @@ export interface CreateSandboxRequest {
   readonly connect?: ConnectRequest;
 }
 
+/** A port to publish; the container address is the endpoint's (of the host address's family). */
+export interface PortRequest {
+  readonly proto: PortMapping['proto'];
+  /** Undefined: every local address, IPv4 and (on a dual-stack network) IPv6. */
+  readonly hostIp?: IpAddr;
+  readonly hostPort: PortMapping['hostPort'];
+  readonly containerPort: PortMapping['containerPort'];
+}
+
 export interface ConnectRequest {
   readonly ip?: string;
   readonly ip6?: string;
   readonly aliases?: readonly string[];
   readonly mac?: string;
-  readonly ports?: readonly PortMapping[];
+  readonly ports?: readonly PortRequest[];
 }
 
 export interface NetworkDetails {
@@ -337,7 +346,7 @@ export function createController(deps: ControllerDeps): Controller {
         ipv6OffByDefault: true,
         ...(mac !== undefined ? { mac } : {}),
       });
-      const ports = (req.ports ?? []).map((p) => ({ ...p, containerIp: pickContainerIp(addresses, p) }));
+      const ports = (req.ports ?? []).flatMap((p) => mappingsFor(addresses, p));
       if (ports.length > 0) {
         undo.push('unpublish', () => driver.unpublish(id));
         await driver.publish({ network: specOf(net), config: net.config, endpointId: id, mappings: ports });
@@ -353,11 +362,14 @@ export function createController(deps: ControllerDeps): Controller {
     }
   }
 
-  function pickContainerIp(addresses: readonly Prefix[], p: PortMapping): IpAddr {
-    const fam: Family = p.hostIp !== undefined ? addrFamily(p.hostIp) : addrFamily(p.containerIp);
-    const a = addresses.find((x) => addrFamily(x) === fam) ?? addresses[0];
-    if (a === undefined) throw invalid('publish', 'the endpoint has no address');
-    return prefixAddr(a);
+  /** One mapping per address family the request covers (a host address fixes the family). */
+  function mappingsFor(addresses: readonly Prefix[], p: PortRequest): PortMapping[] {
+    const families: Family[] = p.hostIp !== undefined ? [addrFamily(p.hostIp)] : [...new Set(addresses.map((a) => addrFamily(a)))];
+    return families.map((fam) => {
+      const a = addresses.find((x) => addrFamily(x) === fam);
+      if (a === undefined) throw invalid('publish', `host address ${p.hostIp ?? ''} is IPv${fam} but the container has no IPv${fam} address on this network`);
+      return { ...p, containerIp: prefixAddr(a) };
+    });
   }
 
   const controller: Controller = {

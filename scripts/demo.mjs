@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `npm run demo`: builds tsnet, then, inside a throwaway namespace that plays the host (safe on
-// any machine), creates a network, runs a web server and a client container on it, shows the
-// client reaching the server, shows `tsnet network inspect`, removes everything and proves that
-// nothing is left (links, addresses, routes, namespaces, firewall rules, records).
+// any machine), creates a network, runs a web server (port 80 published on 8080) and a client
+// container on it, shows the client reaching the server and the host reaching the published port,
+// shows `tsnet network inspect`, removes everything and proves that nothing is left (links,
+// addresses, routes, namespaces, firewall rules, records).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -55,7 +56,7 @@ step(['network', 'ls']); // creates the predefined networks (bridge/tsnet0, host
 const before = snapshot();
 step(['network', 'create', '--subnet', '10.123.0.0/24', 'demo-net']);
 const server = "require('http').createServer((q,s)=>s.end('hello from '+require('os').hostname()+' to '+q.socket.remoteAddress+'\\n')).listen(80)";
-step(['run', '-d', '--name', 'web', '--hostname', 'web', '--network', 'demo-net', '--', 'node', '-e', server]);
+step(['run', '-d', '--name', 'web', '--hostname', 'web', '--network', 'demo-net', '-p', '8080:80', '--', 'node', '-e', server]);
 const ip = JSON.parse(step(['inspect', 'web'], { quiet: true }))[0].NetworkSettings.Networks['demo-net'].IPAddress;
 console.log(`(web's address on demo-net: ${ip})`);
 const client = `require('http').get('http://${ip}/',r=>r.pipe(process.stdout)).on('error',e=>{console.error(e.message);process.exit(1)})`;
@@ -71,6 +72,14 @@ for (let i = 0; i < 20 && reply === ''; i++) {
 }
 if (!reply.startsWith('hello from web')) {
   console.error('demo: the client did not reach the server');
+  process.exit(1);
+}
+// The published port, from the host: DNAT in the kernel, no proxy process.
+console.log('\n$ node -e "http.get(\'http://127.0.0.1:8080/\')"   # from the host, through the published port');
+const viaHost = spawnSync(process.execPath, ['-e', "require('http').get('http://127.0.0.1:8080/',r=>r.pipe(process.stdout)).on('error',e=>{console.error(e.message);process.exit(1)})"], { encoding: 'utf8' });
+process.stdout.write(viaHost.stdout);
+if (!viaHost.stdout.startsWith('hello from web')) {
+  console.error(`demo: the published port did not answer: ${viaHost.stderr}`);
   process.exit(1);
 }
 step(['ps']);

@@ -4,6 +4,7 @@ import type { Controller, NetworkMode } from '../../cnm/controller.js';
 import type { Runtime } from '../../runtime/api.js';
 import type { ContainerRecord } from '../../runtime/spec.js';
 import { bool, keyValues, list, parseArgs, str, table, usage, type FlagSpec } from '../args.js';
+import { parsePublish } from '../ports.js';
 import { reported, type Command, type Io } from './types.js';
 
 export interface ContainerDeps {
@@ -26,6 +27,7 @@ const RUN: FlagSpec[] = [
   { name: 'ip6', type: 'string', help: 'IPv6 address on the network', placeholder: 'IP' },
   { name: 'mac-address', type: 'string', help: 'MAC address', placeholder: 'MAC' },
   { name: 'network-alias', type: 'string', multiple: true, help: 'network-scoped alias', placeholder: 'NAME' },
+  { name: 'publish', short: 'p', type: 'string', multiple: true, help: 'publish a port: [IP:]HOSTPORT:CPORT[/tcp|udp|sctp], ranges allowed', placeholder: 'SPEC' },
   { name: 'dns', type: 'string', multiple: true, help: 'nameserver for resolv.conf', placeholder: 'IP' },
   { name: 'dns-search', type: 'string', multiple: true, help: 'search domain', placeholder: 'DOMAIN' },
   { name: 'dns-option', type: 'string', multiple: true, help: 'resolv.conf option', placeholder: 'OPT' },
@@ -80,6 +82,10 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       const ip6 = str(p, 'ip6');
       const mac = str(p, 'mac-address');
       const aliases = list(p, 'network-alias');
+      const ports = list(p, 'publish').map(parsePublish);
+      if (ports.length > 0 && mode.kind === 'container') throw new TsnetError('INVALID_CONFIG', 'publish: conflicting options: port publishing and the container type network mode', { details: { field: 'publish' } });
+      if (ports.length > 0 && mode.kind === 'none') throw new TsnetError('INVALID_CONFIG', 'publish: a container on network "none" has no network to publish ports on', { details: { field: 'publish' } });
+      if (ports.length > 0 && mode.kind === 'host') io.err('WARNING: Published ports are discarded when using host network mode\n');
       if (mode.kind !== 'network' && (ip !== undefined || ip6 !== undefined || mac !== undefined || aliases.length > 0)) {
         throw new TsnetError('INVALID_CONFIG', `${ip !== undefined ? 'ip' : ip6 !== undefined ? 'ip6' : mac !== undefined ? 'mac-address' : 'network-alias'}: only with a user-defined or the bridge network`, { details: { field: 'network' } });
       }
@@ -96,7 +102,7 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
           id, name, mode,
           ...(str(p, 'hostname') !== undefined ? { hostname: str(p, 'hostname') as string } : {}),
           extraHosts: addHosts(list(p, 'add-host')), dns: list(p, 'dns'), dnsSearch: list(p, 'dns-search'), dnsOptions: list(p, 'dns-option'),
-          connect: { ...(ip !== undefined ? { ip } : {}), ...(ip6 !== undefined ? { ip6 } : {}), ...(mac !== undefined ? { mac } : {}), aliases },
+          connect: { ...(ip !== undefined ? { ip } : {}), ...(ip6 !== undefined ? { ip6 } : {}), ...(mac !== undefined ? { mac } : {}), aliases, ports },
         });
         try {
           return await d.runtime.run({
@@ -256,6 +262,13 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
             SandboxKey: sb?.netns.kind === 'host' ? 'host' : sb?.netns.path ?? '',
             HostsPath: sb?.hostsPath ?? '',
             ResolvConfPath: sb?.resolvConfPath ?? '',
+            // Docker's shape: "80/tcp": [{ HostIp, HostPort }]; ranges as "8000-8100".
+            Ports: eps.flatMap((e) => e.ports).reduce<Record<string, { HostIp: string; HostPort: string }[]>>((acc, m) => {
+              const span = (r: { start: number; end: number }): string => (r.start === r.end ? `${r.start}` : `${r.start}-${r.end}`);
+              const key = `${span(m.containerPort)}/${m.proto}`;
+              (acc[key] ??= []).push({ HostIp: m.hostIp ?? (m.containerIp.includes(':') ? '::' : '0.0.0.0'), HostPort: span(m.hostPort) });
+              return acc;
+            }, {}),
             Networks: Object.fromEntries(eps.map((e) => {
               const n = nets.get(e.networkId);
               const v4 = e.addresses.find((a) => !a.includes(':'));

@@ -52,7 +52,12 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
       const families = new Set(spec.subnets.map((s) => addrFamily(s.subnet)));
       if (!spec.internal) {
         const sysctls: Record<string, number> = {};
-        if (families.has(4)) sysctls['net.ipv4.ip_forward'] = 1;
+        if (families.has(4)) {
+          sysctls['net.ipv4.ip_forward'] = 1;
+          // Ports published on 127.0.0.1 are DNATed out through the bridge (the firewall drops
+          // 127/8 arriving anywhere but lo, so the martian check is not what protects it).
+          sysctls[`net.ipv4.conf.${cfg.bridge.replaceAll('.', '/')}.route_localnet`] = 1;
+        }
         if (families.has(6)) sysctls['net.ipv6.conf.all.forwarding'] = 1;
         if (Object.keys(sysctls).length > 0) await deps.sysctl(deps.hostNs).set(sysctls);
       }

@@ -124,6 +124,57 @@ t.test('enable_icc=false: containers on one bridge cannot reach each other, the 
   });
 });
 
+t.test('published ports: from a neighbour (source kept), from the host and 127.0.0.1, ranges; 127.0.0.1-only and unpublished ports stay closed', { skip: skipUnlessRoot }, async (t) => {
+  await withCli(async (ctx) => {
+    const { ok, cli, host } = ctx;
+    const { request, reachable: reach } = await import('../helpers/traffic.js');
+    // A neighbouring host on a link to the host namespace, with a route to the container subnet.
+    const nbr = await host.newNetns('nbr');
+    const nbrPath = nbr.kind === 'path' ? nbr.path : '';
+    await host.exec(['ip', 'link', 'add', 'vnb0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', nbrPath]);
+    await host.exec(['ip', 'addr', 'add', '192.168.50.1/24', 'dev', 'vnb0']);
+    await host.exec(['ip', 'link', 'set', 'vnb0', 'up']);
+    await host.execIn(nbr, ['ip', 'addr', 'add', '192.168.50.2/24', 'dev', 'eth0']);
+    await host.execIn(nbr, ['ip', 'link', 'set', 'eth0', 'up']);
+    await host.execIn(nbr, ['ip', 'route', 'add', '10.71.0.0/24', 'via', '192.168.50.1']);
+    await ok('network', 'create', '--subnet', '10.71.0.0/24', 'pub');
+    // Answers "hello <line> from <hostname> to <client>" on 80, 81 (unpublished), 9000 and 9001.
+    const server = "for(const p of [80,81,9000,9001])require('net').createServer(s=>{s.setEncoding('utf8');let b='';s.on('data',d=>{b+=d;if(b.includes('\\n'))s.end('hello '+b.trim()+' from '+require('os').hostname()+' to '+s.remoteAddress.replace('::ffff:','')+'\\n')})}).listen(p)";
+    await ok('run', '-d', '--name', 'web', '--hostname', 'web', '--network', 'pub', '-p', '8080:80', '-p', '127.0.0.1:8081:80', '-p', '9000-9001:9000-9001', '--', 'node', '-e', server);
+    const webIp = (await inspect(ok, 'web')).NetworkSettings.Networks['pub']?.IPAddress ?? '';
+    const retry = async (ns: NetnsRef, addr: string, port: number): Promise<string> => {
+      for (let i = 0; i < 30; i++) {
+        try {
+          return await request(ns, 'tcp', addr, port, 'x', 1500);
+        } catch {
+          await new Promise((r) => setTimeout(r, 150));
+        }
+      }
+      throw new Error(`no answer from ${addr}:${port}`);
+    };
+    t.equal(await retry(nbr, '192.168.50.1', 8080), 'hello x from web to 192.168.50.2', 'neighbour → host:8080 reaches the container; the client address is kept');
+    t.match(await retry(host.ns, '192.168.50.1', 8080), /^hello x from web to /, 'from the host itself');
+    t.match(await retry(host.ns, '127.0.0.1', 8080), /^hello x from web to /, 'from 127.0.0.1 on the host');
+    t.match(await retry(host.ns, '127.0.0.1', 8081), /^hello x from web/, 'a 127.0.0.1-published port works from the host');
+    t.notOk(await reach(nbr, 'tcp', '192.168.50.1', 8081, 1000), '... and is not reachable from the neighbour');
+    t.equal(await retry(nbr, '192.168.50.1', 9001), 'hello x from web to 192.168.50.2', 'a range: its last port');
+    t.equal(await retry(nbr, '192.168.50.1', 9000), 'hello x from web to 192.168.50.2', 'a range: its first port');
+    t.notOk(await reach(nbr, 'tcp', webIp, 81, 1000), 'an unpublished port is not reachable from the neighbour, even with a route to the container');
+    t.notOk(await reach(nbr, 'tcp', webIp, 80, 1000), 'nor the published one by the container address (direct access is dropped)');
+    const ports = (JSON.parse(await ok('inspect', 'web')) as { NetworkSettings: { Ports: unknown } }[])[0]?.NetworkSettings.Ports;
+    t.same(ports, { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }, { HostIp: '127.0.0.1', HostPort: '8081' }], '9000-9001/tcp': [{ HostIp: '0.0.0.0', HostPort: '9000-9001' }] }, 'inspect shows the mappings');
+    const clash = await cli('run', '-d', '--name', 'web2', '--network', 'pub', '-p', '8080:80', '--', 'sleep', '60');
+    t.equal(clash.code, 4, 'the same host port again: refused');
+    t.match(clash.stderr, /8080/);
+    t.notMatch(await ok('ps', '-a'), /web2/, 'and nothing of it is left');
+    const bad = await cli('run', '-d', '--network', 'pub', '-p', '8000-8010:80-81', '--', 'sleep', '60');
+    t.equal(bad.code, 2);
+    t.match(bad.stderr, /must be equal/);
+    await ok('rm', '-f', 'web');
+    t.notMatch((await host.exec(['nft', 'list', 'ruleset'])).stdout, /8080|8081|9000/, 'removal leaves no mapping');
+  });
+});
+
 t.test('network modes: none, host, container:NAME; connect and disconnect a running container', { skip: skipUnlessRoot }, async (t) => {
   await withCli(async (ctx) => {
     const { ok, host } = ctx;
