@@ -6,8 +6,8 @@
 // Ends with one line `N passed, N failed, N skipped` (leaf assertions), the line CI reads.
 // Options: file or directory arguments narrow the run (`npm test -- sys/firewall`).
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Parser } from 'tap-parser';
 

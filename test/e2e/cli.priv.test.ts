@@ -6,8 +6,9 @@ import t from 'tap';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NetnsRef } from '../../core/net.js';
-import { cliFor, okCli, type Cli } from '../helpers/cli.js';
+import { TSNET_BIN, cliFor, okCli, type Cli } from '../helpers/cli.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
+import { reachable as reach, request } from '../helpers/traffic.js';
 
 const SERVER = (port: number, host = '::'): string =>
   `require('net').createServer(s=>s.end('hello from '+require('os').hostname()+' to '+s.remoteAddress.replace('::ffff:','')+'\\n')).listen(${port},'${host}')`;
@@ -127,7 +128,6 @@ t.test('enable_icc=false: containers on one bridge cannot reach each other, the 
 t.test('published ports: from a neighbour (source kept), from the host and 127.0.0.1, ranges; 127.0.0.1-only and unpublished ports stay closed', { skip: skipUnlessRoot }, async (t) => {
   await withCli(async (ctx) => {
     const { ok, cli, host } = ctx;
-    const { request, reachable: reach } = await import('../helpers/traffic.js');
     // A neighbouring host on a link to the host namespace, with a route to the container subnet.
     const nbr = await host.newNetns('nbr');
     const nbrPath = nbr.kind === 'path' ? nbr.path : '';
@@ -250,7 +250,7 @@ t.test('killing tsnet in the middle of run leaves nothing the next command does 
     const delays = [30, 60, 90, 120, 160, 220, 300, 450, 700, 1200];
     for (const [i, ms] of delays.entries()) {
       const p = host.spawnIn(host.ns, ['env', `TSNET_STATE_DIR=${env.TSNET_STATE_DIR}`, `TSNET_RUN_DIR=${env.TSNET_RUN_DIR}`, process.execPath,
-        (await import('../helpers/cli.js')).TSNET_BIN, 'run', '-d', '--name', `k${i}`, '--network', 'crash', '--', 'sleep', '600']);
+        TSNET_BIN, 'run', '-d', '--name', `k${i}`, '--network', 'crash', '--', 'sleep', '600']);
       await new Promise((r) => setTimeout(r, ms));
       p.child.kill('SIGKILL');
       await p.close(1000);
@@ -296,5 +296,3 @@ t.test('bad input: one-line errors, non-zero exit codes, nothing changed', { ski
     t.match((await cli('network', 'create', '--help')).stdout, /Example:/, '--help has an example');
   });
 });
-
-export type { NetnsRef };
