@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static)
+# Peers for interop tests and benchmarks: the reference CNI plugins, podman (CNI backend) with runc,
+# dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput).
+PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static
+  containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: not root: skipping system packages (${PACKAGES[*]}); privileged tests will be skipped" >&2
@@ -16,6 +19,14 @@ else
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # Never let a package start its service on the real host (dockerd would add docker0 and
+    # firewall rules to the machine's own network): deny service starts for the install.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      guard=/usr/sbin/policy-rc.d
+    fi
+    trap 'if [ -n "$guard" ]; then rm -f "$guard"; fi' EXIT
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
