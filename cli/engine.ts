@@ -28,6 +28,7 @@ import type { Firewall, FirewallBackend, FirewallDeps } from '../sys/firewall/ap
 import { createIptablesFirewall } from '../sys/firewall/iptables.js';
 import { createNftablesFirewall } from '../sys/firewall/nftables.js';
 import { createNoneFirewall } from '../sys/firewall/none.js';
+import { createHostPorts } from '../sys/host-ports.js';
 import { createIproute2NetlinkFor } from '../sys/netlink/iproute2.js';
 import { createNetnsManager } from '../sys/netns.js';
 import { openFsStore } from '../sys/store/fs.js';
@@ -100,6 +101,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
     netns,
     hostNs,
     netlink,
+    hostPorts: createHostPorts(hostNs, sysctl),
     files: {
       dirFor: (id: SandboxId) => join(sandboxDir, id),
       async write(path, content) {

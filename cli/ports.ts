@@ -1,7 +1,9 @@
 /**
  * `-p/--publish` in Docker's forms: `HOSTPORT:CPORT`, `IP:HOSTPORT:CPORT`, `[IPv6]:HOSTPORT:CPORT`,
- * ranges `8000-8100:8000-8100` and `8000-8100:80`, with `/tcp`, `/udp` or `/sctp`. Forms that need
- * an ephemeral host port (`CPORT`, `IP::CPORT`) are refused with a clear error for now.
+ * ranges `8000-8100:8000-8100`, ephemeral host ports `CPORT`, `:CPORT`, `IP::CPORT`, and
+ * `8000-8100:80` (one free port of the host range for container port 80, as Docker does), each
+ * with `/tcp`, `/udp` or `/sctp`; `--expose` and `-P`. And Docker's views of published ports
+ * (`inspect`'s NetworkSettings.Ports, `tsnet port`).
  */
 import { TsnetError } from '../core/errors.js';
 import { parseIpAddr, parsePort, parseProto, type IpAddr, type Port, type Proto } from '../core/net.js';
@@ -9,7 +11,9 @@ import { parseIpAddr, parsePort, parseProto, type IpAddr, type Port, type Proto 
 export interface PublishSpec {
   readonly proto: Proto;
   readonly hostIp?: IpAddr;
-  readonly hostPort: { readonly start: Port; readonly end: Port };
+  /** Undefined: the controller picks free host ports (from `within`, else the ephemeral range). */
+  readonly hostPort?: { readonly start: Port; readonly end: Port };
+  readonly within?: { readonly start: Port; readonly end: Port };
   readonly containerPort: { readonly start: Port; readonly end: Port };
 }
 
@@ -57,16 +61,71 @@ export function parsePublish(raw: string): PublishSpec {
     hostIp = ip(parts[0] ?? '', raw);
     parts.shift();
   }
-  if (parts.length === 1 || (parts.length === 2 && parts[0] === '')) {
-    throw bad(raw, 'publishing on an ephemeral host port is not supported yet: give the host port (HOSTPORT:CPORT)');
-  }
-  if (parts.length !== 2) throw bad(raw, 'expected [IP:]HOSTPORT:CPORT[/PROTO]');
-  const hostPort = range(parts[0] ?? '', raw, 'host port');
+  if (parts.length === 1) parts.unshift('');
+  if (parts.length !== 2) throw bad(raw, 'expected [IP:][HOSTPORT]:CPORT[/PROTO] or CPORT[/PROTO]');
   const containerPort = range(parts[1] ?? '', raw, 'container port');
+  const base = { proto, ...(hostIp !== undefined ? { hostIp } : {}) };
+  if (parts[0] === '') return { ...base, containerPort };
+  const hostPort = range(parts[0] ?? '', raw, 'host port');
   const hostLen = hostPort.end - hostPort.start;
   const ctrLen = containerPort.end - containerPort.start;
-  if (ctrLen !== 0 && ctrLen !== hostLen) throw bad(raw, `the host range has ${hostLen + 1} ports and the container range ${ctrLen + 1}: they must be equal, or the container side a single port`);
-  return { proto, ...(hostIp !== undefined ? { hostIp } : {}), hostPort, containerPort };
+  // One container port, a host range: any one free port of that range.
+  if (ctrLen === 0 && hostLen > 0) return { ...base, within: hostPort, containerPort };
+  if (ctrLen !== hostLen) throw bad(raw, `the host range has ${hostLen + 1} ports and the container range ${ctrLen + 1}: they must be equal, or the container side a single port`);
+  return { ...base, hostPort, containerPort };
+}
+
+/** `--expose PORT[-END][/PROTO]`: ports `-P` publishes on ephemeral host ports. */
+export function parseExpose(raw: string): PublishSpec {
+  const m = /^([^/]+)(?:\/(.*))?$/.exec(raw);
+  let proto: Proto = 'tcp';
+  if (m?.[2] !== undefined) {
+    try {
+      proto = parseProto(m[2], 'expose');
+    } catch {
+      throw new TsnetError('INVALID_CONFIG', `expose: invalid value ${JSON.stringify(raw)}: unknown protocol ${JSON.stringify(m[2])} (tcp, udp or sctp)`, { details: { field: 'expose', value: raw } });
+    }
+  }
+  try {
+    return { proto, containerPort: range(m?.[1] ?? '', raw, 'port') };
+  } catch (err) {
+    throw new TsnetError('INVALID_CONFIG', (err as Error).message.replace(/^publish:/, 'expose:'), { details: { field: 'expose', value: raw } });
+  }
+}
+
+interface MappingView {
+  readonly proto: Proto;
+  readonly hostIp?: string | undefined;
+  readonly containerIp: string;
+  readonly hostPort: { readonly start: number; readonly end: number };
+  readonly containerPort: { readonly start: number; readonly end: number };
+}
+
+/**
+ * Docker's NetworkSettings.Ports: one key per container port ("80/tcp"), each with its host
+ * bindings; a mapping without host address shows the unspecified address of its family.
+ */
+export function portBindings(mappings: readonly MappingView[]): Record<string, { HostIp: string; HostPort: string }[]> {
+  const out: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const m of mappings) {
+    const HostIp = m.hostIp ?? (m.containerIp.includes(':') ? '::' : '0.0.0.0');
+    const n = m.containerPort.end - m.containerPort.start;
+    for (let i = 0; i <= n; i++) {
+      // N host ports onto one container port: the host range, as Docker shows a range.
+      const HostPort = n === 0 && m.hostPort.end !== m.hostPort.start ? `${m.hostPort.start}-${m.hostPort.end}` : String(m.hostPort.start + i);
+      (out[`${m.containerPort.start + i}/${m.proto}`] ??= []).push({ HostIp, HostPort });
+    }
+  }
+  return out;
+}
+
+/** `docker port` lines: "80/tcp -> 0.0.0.0:8080", or with a PORT[/PROTO] filter just "0.0.0.0:8080". */
+export function portLines(bindings: Record<string, { HostIp: string; HostPort: string }[]>, filter?: string): string[] {
+  const key = filter === undefined ? undefined : filter.includes('/') ? filter : `${filter}/tcp`;
+  const addr = (b: { HostIp: string; HostPort: string }): string => `${b.HostIp.includes(':') ? `[${b.HostIp}]` : b.HostIp}:${b.HostPort}`;
+  const keys = Object.keys(bindings).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10) || a.localeCompare(b));
+  if (key !== undefined) return (bindings[key] ?? []).map(addr);
+  return keys.flatMap((k) => (bindings[k] ?? []).map((b) => `${k} -> ${addr(b)}`));
 }
 
 function ip(s: string, raw: string): IpAddr {

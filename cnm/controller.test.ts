@@ -179,3 +179,37 @@ t.test('failures roll back; reconcile cleans half-made state and restores the ke
   const again = await w.controller.connect('a', 'bridge');
   t.equal(again.status, 'ready', 'works after reconcile');
 });
+
+t.test('published ports: ephemeral picks, taken and busy host ports refused before anything changes', async (t) => {
+  const w = makeWorld();
+  await w.controller.ensurePredefined();
+  w.host.ephemeral = { start: 41000, end: 41001 } as typeof w.host.ephemeral;
+  w.host.listeners.push({ proto: 'tcp', ip: '0.0.0.0', port: 41000, } as (typeof w.host.listeners)[number]);
+  const net = { kind: 'network', network: 'bridge' } as const;
+  const a = await w.controller.createSandbox({ name: 'a', mode: net, connect: { ports: [{ proto: 'tcp', containerPort: { start: 80, end: 80 } } as never, { proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } } as never] } });
+  const [epA] = await w.controller.endpointsOf(a.record.id);
+  t.same(epA?.ports.map((m) => [m.hostPort.start, m.containerPort.start]), [[41001, 80], [8080, 80]], 'ephemeral skips the listener at 41000; the explicit one as asked');
+  t.equal(w.firewall.ports().get(epA!.id)?.length, 2, 'both in the firewall');
+  const before = { links: (await w.kernel.netlinkFor(HOST_NETNS).listLinks()).length, sandboxes: (await w.controller.listSandboxes()).length, calls: w.firewall.calls.length };
+  const refused = async (ports: unknown[], re: RegExp, code: string): Promise<void> => {
+    await t.rejects(w.controller.createSandbox({ name: 'b', mode: net, connect: { ports: ports as never } }), { code, message: re });
+    t.equal((await w.kernel.netlinkFor(HOST_NETNS).listLinks()).length, before.links, 'no veth left');
+    t.equal((await w.controller.listSandboxes()).length, before.sandboxes, 'no sandbox left');
+  };
+  await refused([{ proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } }], /0\.0\.0\.0:8080\/tcp is already published by another container/, 'ALREADY_EXISTS');
+  await refused([{ proto: 'tcp', hostPort: { start: 41000, end: 41000 }, containerPort: { start: 80, end: 80 } }], /in use by a process on the host/, 'ALREADY_EXISTS');
+  await refused([{ proto: 'tcp', hostIp: '198.51.100.7', hostPort: { start: 9000, end: 9000 }, containerPort: { start: 80, end: 80 } }], /198\.51\.100\.7 is not an address of this host/, 'INVALID_CONFIG');
+  await refused([{ proto: 'tcp', containerPort: { start: 80, end: 80 } }], /no free tcp port in the ephemeral range 41000-41001/, 'EXHAUSTED');
+  w.host.ephemeral = { start: 41000, end: 41005 } as typeof w.host.ephemeral;
+  await refused([{ proto: 'tcp', containerPort: { start: 80, end: 84 } }], /no free tcp port block of 5 in the ephemeral range/, 'EXHAUSTED');
+  t.same(w.firewall.calls.slice(before.calls).filter((c) => c.op === 'ensurePorts'), [], 'the firewall was never asked to publish');
+  const gw = (await w.controller.findNetwork('bridge')).subnets[0]!.gateway;
+  const b = await w.controller.createSandbox({ name: 'b', mode: net, connect: { ports: [{ proto: 'tcp', containerPort: { start: 80, end: 81 } } as never, { proto: 'udp', hostIp: gw, containerPort: { start: 53, end: 53 } } as never] } });
+  const [epB] = await w.controller.endpointsOf(b.record.id);
+  const [tcp, udp] = epB?.ports ?? [];
+  t.ok(tcp && tcp.hostPort.start >= 41002 && tcp.hostPort.end === tcp.hostPort.start + 1 && tcp.hostPort.end <= 41005, `a free block of two: ${JSON.stringify(tcp?.hostPort)}`);
+  t.ok(udp && udp.proto === 'udp' && udp.hostIp === gw && udp.hostPort.start >= 41000 && udp.hostPort.start <= 41005, 'UDP on a local host address');
+  await w.controller.deleteSandbox('a');
+  const c = await w.controller.createSandbox({ name: 'c', mode: net, connect: { ports: [{ proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } } as never] } });
+  t.equal((await w.controller.endpointsOf(c.record.id))[0]?.ports[0]?.hostPort.start, 8080, 'a removed container frees its host port');
+});

@@ -18,7 +18,9 @@ import type { Ipam, PoolRecord } from '../ipam/api.js';
 import type { NetlinkCache } from '../sys/netlink/api.js';
 import type { NetnsManager } from '../sys/netns.js';
 import type { PortMapping } from '../sys/firewall/api.js';
+import type { HostPorts } from '../sys/host-ports.js';
 import { checkName, type EndpointRecord, type NetworkRecord, type SandboxRecord } from './model.js';
+import { assignHostPorts, type HostBinding } from './ports.js';
 import type { CnmState } from './state.js';
 
 export interface SandboxFiles {
@@ -36,6 +38,8 @@ export interface ControllerDeps {
   readonly netns: NetnsManager;
   readonly hostNs: NetnsRef;
   readonly netlink: NetlinkCache;
+  /** Sockets host processes listen on and the ephemeral port range, in `hostNs`. */
+  readonly hostPorts: HostPorts;
   readonly files: SandboxFiles;
   /** The container's resolv.conf for the given options (dns/resolv-conf.ts over the host's files). */
   readonly resolvConf: (opts: { readonly dns: readonly IpAddr[]; readonly dnsSearch: readonly string[]; readonly dnsOptions: readonly string[] }) => Promise<string>;
@@ -87,7 +91,9 @@ export interface PortRequest {
   readonly proto: PortMapping['proto'];
   /** Undefined: every local address, IPv4 and (on a dual-stack network) IPv6. */
   readonly hostIp?: IpAddr;
-  readonly hostPort: PortMapping['hostPort'];
+  /** Undefined: a free block as long as the container range, from `within` or the kernel's local port range. */
+  readonly hostPort?: PortMapping['hostPort'];
+  readonly within?: PortMapping['hostPort'];
   readonly containerPort: PortMapping['containerPort'];
 }
 
@@ -311,6 +317,9 @@ export function createController(deps: ControllerDeps): Controller {
     const mac = req.mac !== undefined ? parseMac(req.mac, 'mac-address') : undefined;
     for (const a of req.aliases ?? []) checkName(a, 'network-alias');
     if ((req.ports?.length ?? 0) > 0 && net.internal) throw invalid('publish', `network ${net.name} is internal: ports cannot be published`);
+    // Refuse a taken host port, a busy one or a foreign host address before anything changes; the
+    // ports lock below decides for good (another run may publish meanwhile).
+    if ((req.ports?.length ?? 0) > 0) await grantPorts(req.ports ?? [], net, undefined);
     const used = new Set<string>(eps.map((e) => e.ifName));
     let n = 0;
     while (used.has(`eth${n}`)) n++;
@@ -346,13 +355,20 @@ export function createController(deps: ControllerDeps): Controller {
         ipv6OffByDefault: true,
         ...(mac !== undefined ? { mac } : {}),
       });
-      const ports = (req.ports ?? []).flatMap((p) => mappingsFor(addresses, p));
-      if (ports.length > 0) {
-        undo.push('unpublish', () => driver.unpublish(id));
-        await driver.publish({ network: specOf(net), config: net.config, endpointId: id, mappings: ports });
-      }
-      const ready: EndpointRecord = { ...withAddrs, status: 'ready', ...(joined.mac !== undefined ? { mac: joined.mac } : {}), ports };
-      await state.endpoints.put(ready);
+      const finish = async (): Promise<EndpointRecord> => {
+        const granted = req.ports !== undefined && req.ports.length > 0 ? await grantPorts(req.ports, net, id) : [];
+        const ports = granted.flatMap((p) => mappingsFor(addresses, p));
+        if (ports.length > 0) {
+          undo.push('unpublish', () => driver.unpublish(id));
+          await driver.publish({ network: specOf(net), config: net.config, endpointId: id, mappings: ports });
+        }
+        const done: EndpointRecord = { ...withAddrs, status: 'ready', ...(joined.mac !== undefined ? { mac: joined.mac } : {}), ports };
+        await state.endpoints.put(done);
+        return done;
+      };
+      // Host ports are chosen, published and recorded under one lock: two runs asking for an
+      // ephemeral port never pick the same one.
+      const ready = (req.ports?.length ?? 0) > 0 ? await state.withLock('ports', finish) : await finish();
       undo.commit();
       log.info('endpoint joined', { endpoint: id, network: net.name, sandbox: sb.name, ifName, addresses });
       return { endpoint: ready, others: eps };
@@ -362,13 +378,29 @@ export function createController(deps: ControllerDeps): Controller {
     }
   }
 
+  /**
+   * Concrete host ports for the requests: taken ones (other endpoints' mappings, host listeners)
+   * refused, ephemeral ones picked, host addresses checked to be local.
+   */
+  async function grantPorts(asks: readonly PortRequest[], net: NetworkRecord, self: EndpointId | undefined): Promise<(PortRequest & { hostPort: PortMapping['hostPort'] })[]> {
+    const taken: HostBinding[] = (await state.endpoints.list())
+      .filter((e) => e.id !== self)
+      .flatMap((e) => e.ports.map((m) => ({ proto: m.proto, ...(m.hostIp !== undefined ? { hostIp: m.hostIp } : {}), family: addrFamily(m.containerIp), hostPort: m.hostPort as HostBinding['hostPort'] })));
+    const [listeners, ephemeral, addrs] = await Promise.all([
+      deps.hostPorts.listeners(), deps.hostPorts.ephemeralRange(), deps.netlink(deps.hostNs).listAddrs(),
+    ]);
+    const families = [...new Set(net.subnets.map((s) => addrFamily(s.subnet)))];
+    const start = Number.parseInt(deps.randomHex(2), 16);
+    return assignHostPorts(asks, { taken, listeners, localAddrs: addrs.map((a) => prefixAddr(a.prefix)), ephemeral, families }, start);
+  }
+
   /** One mapping per address family the request covers (a host address fixes the family). */
-  function mappingsFor(addresses: readonly Prefix[], p: PortRequest): PortMapping[] {
+  function mappingsFor(addresses: readonly Prefix[], p: PortRequest & { hostPort: PortMapping['hostPort'] }): PortMapping[] {
     const families: Family[] = p.hostIp !== undefined ? [addrFamily(p.hostIp)] : [...new Set(addresses.map((a) => addrFamily(a)))];
     return families.map((fam) => {
       const a = addresses.find((x) => addrFamily(x) === fam);
       if (a === undefined) throw invalid('publish', `host address ${p.hostIp ?? ''} is IPv${fam} but the container has no IPv${fam} address on this network`);
-      return { ...p, containerIp: prefixAddr(a) };
+      return { proto: p.proto, ...(p.hostIp !== undefined ? { hostIp: p.hostIp } : {}), hostPort: p.hostPort, containerPort: p.containerPort, containerIp: prefixAddr(a) };
     });
   }
 

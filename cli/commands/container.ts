@@ -4,7 +4,7 @@ import type { Controller, NetworkMode } from '../../cnm/controller.js';
 import type { Runtime } from '../../runtime/api.js';
 import type { ContainerRecord } from '../../runtime/spec.js';
 import { bool, keyValues, list, parseArgs, str, table, usage, type FlagSpec } from '../args.js';
-import { parsePublish } from '../ports.js';
+import { parseExpose, parsePublish, portBindings, portLines } from '../ports.js';
 import { reported, type Command, type Io } from './types.js';
 
 export interface ContainerDeps {
@@ -27,7 +27,9 @@ const RUN: FlagSpec[] = [
   { name: 'ip6', type: 'string', help: 'IPv6 address on the network', placeholder: 'IP' },
   { name: 'mac-address', type: 'string', help: 'MAC address', placeholder: 'MAC' },
   { name: 'network-alias', type: 'string', multiple: true, help: 'network-scoped alias', placeholder: 'NAME' },
-  { name: 'publish', short: 'p', type: 'string', multiple: true, help: 'publish a port: [IP:]HOSTPORT:CPORT[/tcp|udp|sctp], ranges allowed', placeholder: 'SPEC' },
+  { name: 'publish', short: 'p', type: 'string', multiple: true, help: 'publish a port: [IP:][HOSTPORT]:CPORT[/tcp|udp|sctp] or CPORT; ranges allowed; no host port: an ephemeral one', placeholder: 'SPEC' },
+  { name: 'expose', type: 'string', multiple: true, help: 'expose a port or range (published by -P)', placeholder: 'PORT[/PROTO]' },
+  { name: 'publish-all', short: 'P', type: 'boolean', help: 'publish every exposed port on an ephemeral host port' },
   { name: 'dns', type: 'string', multiple: true, help: 'nameserver for resolv.conf', placeholder: 'IP' },
   { name: 'dns-search', type: 'string', multiple: true, help: 'search domain', placeholder: 'DOMAIN' },
   { name: 'dns-option', type: 'string', multiple: true, help: 'resolv.conf option', placeholder: 'OPT' },
@@ -82,7 +84,8 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       const ip6 = str(p, 'ip6');
       const mac = str(p, 'mac-address');
       const aliases = list(p, 'network-alias');
-      const ports = list(p, 'publish').map(parsePublish);
+      const exposed = list(p, 'expose').map(parseExpose);
+      const ports = [...list(p, 'publish').map(parsePublish), ...(bool(p, 'publish-all') ? exposed : [])];
       if (ports.length > 0 && mode.kind === 'container') throw new TsnetError('INVALID_CONFIG', 'publish: conflicting options: port publishing and the container type network mode', { details: { field: 'publish' } });
       if (ports.length > 0 && mode.kind === 'none') throw new TsnetError('INVALID_CONFIG', 'publish: a container on network "none" has no network to publish ports on', { details: { field: 'publish' } });
       if (ports.length > 0 && mode.kind === 'host') io.err('WARNING: Published ports are discarded when using host network mode\n');
@@ -243,6 +246,24 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       if (first !== undefined) throw reported(first);
     },
   },
+  port: {
+    summary: 'List a container\'s published ports',
+    async run(argv, io) {
+      const p = parseArgs(argv, [HELP]);
+      if (bool(p, 'help')) return io.out(usage('port CONTAINER [PRIVATE_PORT[/PROTO]]', 'List port mappings, or the host addresses of one container port.', [HELP], 'tsnet port web 80/tcp'));
+      need(p, 1, 'a container', 'port');
+      const [ref, filter] = p.positionals as [string, string | undefined];
+      if (p.positionals.length > 2) throw new TsnetError('INVALID_CONFIG', 'port: expected CONTAINER [PRIVATE_PORT[/PROTO]]', { details: { field: 'port' } });
+      if (filter !== undefined) parseExpose(filter);
+      const d = await deps();
+      const sb = await d.controller.findSandbox(ref);
+      const lines = portLines(portBindings((await d.controller.endpointsOf(sb.id)).flatMap((e) => e.ports)), filter);
+      if (filter !== undefined && lines.length === 0) {
+        throw new TsnetError('NOT_FOUND', `no public port '${filter.includes('/') ? filter : `${filter}/tcp`}' published for ${ref}`, { details: { field: 'port' } });
+      }
+      if (lines.length > 0) io.out(`${lines.join('\n')}\n`);
+    },
+  },
   inspect: {
     summary: 'Show containers in detail (JSON)',
     async run(argv, io) {
@@ -262,13 +283,7 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
             SandboxKey: sb?.netns.kind === 'host' ? 'host' : sb?.netns.path ?? '',
             HostsPath: sb?.hostsPath ?? '',
             ResolvConfPath: sb?.resolvConfPath ?? '',
-            // Docker's shape: "80/tcp": [{ HostIp, HostPort }]; ranges as "8000-8100".
-            Ports: eps.flatMap((e) => e.ports).reduce<Record<string, { HostIp: string; HostPort: string }[]>>((acc, m) => {
-              const span = (r: { start: number; end: number }): string => (r.start === r.end ? `${r.start}` : `${r.start}-${r.end}`);
-              const key = `${span(m.containerPort)}/${m.proto}`;
-              (acc[key] ??= []).push({ HostIp: m.hostIp ?? (m.containerIp.includes(':') ? '::' : '0.0.0.0'), HostPort: span(m.hostPort) });
-              return acc;
-            }, {}),
+            Ports: portBindings(eps.flatMap((e) => e.ports)),
             Networks: Object.fromEntries(eps.map((e) => {
               const n = nets.get(e.networkId);
               const v4 = e.addresses.find((a) => !a.includes(':'));

@@ -16,6 +16,7 @@ import type { Ipam } from '../../ipam/api.js';
 import { createMemoryIpamStore } from '../../ipam/memory-store.js';
 import { createFakeFirewall, type FakeFirewall } from '../../sys/firewall/fake.js';
 import { createFakeNetlink, type FakeNetlink } from '../../sys/netlink/fake.js';
+import type { Listener, PortRange } from '../../sys/host-ports.js';
 import type { NetnsManager } from '../../sys/netns.js';
 
 export interface World {
@@ -26,6 +27,8 @@ export interface World {
   readonly state: CnmState;
   readonly files: Map<string, string>;
   readonly namespaces: Map<string, NetnsRef>;
+  /** Sockets "host processes" listen on, and the ephemeral range: tests change them. */
+  readonly host: { listeners: Listener[]; ephemeral: PortRange };
 }
 
 export function makeWorld(opts: { readonly hostRoutes?: string[] } = {}): World {
@@ -67,9 +70,11 @@ export function makeWorld(opts: { readonly hostRoutes?: string[] } = {}): World 
     },
   };
   const drivers = createDriverRegistry({ hostNs: HOST_NETNS, netlink: kernel.netlinkFor, sysctl: kernel.sysctlFor, firewall, log: nullLogger, randomHex });
+  const host: World['host'] = { listeners: [], ephemeral: { start: 32768, end: 60999 } as PortRange };
   const hostResolv = parseResolvConf('nameserver 192.0.2.53\nsearch example.test\n');
   const controller = createController({
     state, ipam, drivers, netns, hostNs: HOST_NETNS, netlink: kernel.netlinkFor,
+    hostPorts: { listeners: async () => [...host.listeners], ephemeralRange: async () => host.ephemeral },
     files: {
       dirFor: (id) => `/fake/sandboxes/${id}`,
       write: async (p, c) => { files.set(p, c); },
@@ -81,5 +86,5 @@ export function makeWorld(opts: { readonly hostRoutes?: string[] } = {}): World 
     randomHex,
     now: () => new Date(0),
   });
-  return { controller, kernel, firewall, ipam, state, files, namespaces };
+  return { controller, kernel, firewall, ipam, state, files, namespaces, host };
 }
