@@ -212,4 +212,18 @@ t.test('published ports: ephemeral picks, taken and busy host ports refused befo
   await w.controller.deleteSandbox('a');
   const c = await w.controller.createSandbox({ name: 'c', mode: net, connect: { ports: [{ proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } } as never] } });
   t.equal((await w.controller.endpointsOf(c.record.id))[0]?.ports[0]?.hostPort.start, 8080, 'a removed container frees its host port');
+
+  // An admin flushes the ruleset: reconcile restores the networks' policy and the published ports.
+  const want = [...w.firewall.ports().entries()].sort();
+  await w.firewall.removeAll();
+  t.equal(w.firewall.ports().size, 0);
+  const r = await w.controller.reconcile();
+  t.ok(r.restored.includes('bridge'), 'the network policy is restored');
+  t.equal(r.restored.filter((x) => x.startsWith('ports of ')).length, 2, 'and the ports of both endpoints');
+  t.same([...w.firewall.ports().entries()].sort(), want, 'exactly the mappings there were');
+  t.same((await w.controller.reconcile()).restored, [], 'nothing to restore the second time');
+  const reload = await w.controller.reloadFirewall();
+  t.same(reload.networks, ['bridge'], 'reload re-applies every network with a data path');
+  t.equal(reload.endpoints.length, 2, '... and every endpoint with ports');
+  t.same([...w.firewall.ports().entries()].sort(), want, 'and changes nothing that was right');
 });

@@ -134,6 +134,14 @@ export function netnsOf(sb: SandboxRecord): NetnsRef {
   return sb.netns.kind === 'host' ? { kind: 'host' } : { kind: 'path', path: sb.netns.path };
 }
 
+/** A mapping record (validated on read) as the firewall's type. */
+function mappingOf(m: EndpointRecord['ports'][number]): PortMapping {
+  return {
+    proto: m.proto, ...(m.hostIp !== undefined ? { hostIp: m.hostIp } : {}), containerIp: m.containerIp,
+    hostPort: m.hostPort as PortMapping['hostPort'], containerPort: m.containerPort as PortMapping['containerPort'],
+  };
+}
+
 export function specOf(n: NetworkRecord): NetworkSpec {
   return {
     id: n.id,
@@ -160,8 +168,14 @@ export interface Controller {
   connect(sandbox: string, network: string, req?: ConnectRequest): Promise<EndpointRecord>;
   disconnect(sandbox: string, network: string): Promise<void>;
   deleteSandbox(idOrName: string): Promise<void>;
-  /** Finishes or undoes what a crash interrupted and restores networks in the kernel. */
+  /** Finishes or undoes what a crash interrupted and restores networks and published ports in the kernel. */
   reconcile(): Promise<{ readonly cleaned: string[]; readonly restored: string[] }>;
+  /**
+   * Re-applies every network's firewall policy and every published port from the records, whatever
+   * the kernel shows (after an admin or a firewall manager flushed rules); returns the names of the
+   * networks and the ids of the endpoints it applied.
+   */
+  reloadFirewall(): Promise<{ readonly networks: string[]; readonly endpoints: string[] }>;
 }
 
 export function createController(deps: ControllerDeps): Controller {
@@ -404,7 +418,32 @@ export function createController(deps: ControllerDeps): Controller {
     });
   }
 
+  /** Re-creates missing (or, forced, all) networks and published ports, one driver call per driver type. */
+  async function restoreKernel(ready: readonly NetworkRecord[], force: boolean): Promise<{ networks: string[]; endpoints: string[] }> {
+    const eps = (await state.endpoints.list()).filter((e) => e.status === 'ready' && e.ports.length > 0);
+    const out: { networks: string[]; endpoints: string[] } = { networks: [], endpoints: [] };
+    for (const type of new Set(ready.map((n) => n.driver))) {
+      const mine = ready.filter((n) => n.driver === type);
+      const byId = new Map(mine.map((n) => [n.id as string, n]));
+      const ports = eps.flatMap((e) => {
+        const n = byId.get(e.networkId);
+        return n ? [{ network: specOf(n), config: n.config, endpointId: e.id, mappings: e.ports.map(mappingOf) }] : [];
+      });
+      const r = await drivers(type).restore({ networks: mine.map((n) => ({ spec: specOf(n), config: n.config })), ports, force });
+      out.networks.push(...mine.filter((n) => r.networks.includes(n.id)).map((n) => n.name));
+      out.endpoints.push(...r.endpoints);
+    }
+    return out;
+  }
+
   const controller: Controller = {
+    reloadFirewall: () =>
+      state.withLock('networks', async () => {
+        const r = await restoreKernel((await state.networks.list()).filter((n) => n.status === 'ready'), true);
+        log.info('firewall reloaded', r);
+        return r;
+      }),
+
     async ensurePredefined() {
       await state.withLock('networks', async () => {
         const all = await state.networks.list();
@@ -604,11 +643,8 @@ export function createController(deps: ControllerDeps): Controller {
             cleaned.push(`network ${n.name}`);
           } else ready.push(n);
         }
-        for (const type of new Set(ready.map((n) => n.driver))) {
-          const mine = ready.filter((n) => n.driver === type);
-          const ids = await drivers(type).restoreNetworks(mine.map((n) => ({ spec: specOf(n), config: n.config })));
-          restored.push(...mine.filter((n) => ids.includes(n.id)).map((n) => n.name));
-        }
+        const r = await restoreKernel(ready, false);
+        restored.push(...r.networks, ...r.endpoints.map((e) => `ports of ${e.slice(0, 12)}`));
         // Addresses are reserved only after their endpoint's record exists, so: list the
         // reservations first, then the records; a reservation whose owner has no record in the
         // later listing is a crash leftover (or its endpoint is gone), never one in progress.

@@ -91,6 +91,18 @@ export interface PublishRequest {
   readonly mappings: readonly PortMapping[];
 }
 
+export interface RestoreRequest {
+  readonly networks: readonly { readonly spec: NetworkSpec; readonly config: DriverConfig }[];
+  /** Endpoints (of those networks) with published ports. */
+  readonly ports: readonly PublishRequest[];
+  readonly force?: boolean;
+}
+
+export interface RestoreResult {
+  readonly networks: NetworkId[];
+  readonly endpoints: EndpointId[];
+}
+
 export interface NetworkDriver {
   readonly type: DriverType;
   /** Networks of this driver carry a bridge/veth data path, addresses and a firewall policy. */
@@ -102,11 +114,12 @@ export interface NetworkDriver {
   /** Removes the network from the kernel; succeeds if it is gone. */
   deleteNetwork(spec: NetworkSpec, config: DriverConfig): Promise<void>;
   /**
-   * Re-creates what is missing in the kernel for these networks (a bridge deleted, firewall rules
-   * flushed) and returns the ids it restored. Checks all of them at once, cheaply: one link listing
-   * and one firewall listing, not a process per network.
+   * Re-creates what is missing in the kernel for these networks and their endpoints' published
+   * ports (a bridge deleted, firewall rules flushed) and returns what it restored. Checks all of
+   * them at once, cheaply: one link listing and one firewall listing, not a process per network.
+   * `force`: re-applies everything whatever the kernel shows (`tsnet firewall reload`).
    */
-  restoreNetworks(networks: readonly { readonly spec: NetworkSpec; readonly config: DriverConfig }[]): Promise<NetworkId[]>;
+  restore(req: RestoreRequest): Promise<RestoreResult>;
   /** Connects a sandbox; undoes its own steps on failure. */
   join(req: JoinRequest): Promise<JoinResult>;
   /** Disconnects; succeeds if already gone; never needs the sandbox namespace to still exist. */

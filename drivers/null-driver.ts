@@ -19,7 +19,7 @@ export function createNullDriver(type: Exclude<DriverType, 'bridge'>, deps: Driv
     },
     createNetwork: async () => undefined,
     deleteNetwork: async () => undefined,
-    restoreNetworks: async () => [],
+    restore: async () => ({ networks: [], endpoints: [] }),
     join: async () => ({}),
     leave: async () => undefined,
     async publish(req) {

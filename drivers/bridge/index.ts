@@ -4,11 +4,11 @@
  * isolation stated as intent to the firewall.
  */
 import { TsnetError, wrap } from '../../core/errors.js';
-import { addrFamily, makePrefix, prefixLen, type IfName, type MacAddr, type NetworkId, type Prefix } from '../../core/net.js';
+import { addrFamily, makePrefix, prefixLen, type EndpointId, type IfName, type MacAddr, type NetworkId, type Prefix } from '../../core/net.js';
 import { teardownAll } from '../../core/teardown.js';
 import { UndoStack } from '../../core/undo.js';
 import type { NetlinkOp } from '../../sys/netlink/api.js';
-import type { DriverDeps, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec, PublishRequest } from '../api.js';
+import type { DriverDeps, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec, PublishRequest, RestoreRequest, RestoreResult } from '../api.js';
 import { parseBridgeOptions, readBridgeConfig } from './config.js';
 
 const DEFAULT_ROUTE: Record<4 | 6, Prefix> = { 4: '0.0.0.0/0' as Prefix, 6: '::/0' as Prefix };
@@ -155,26 +155,32 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     await deps.firewall.ensurePorts({ endpointId: req.endpointId, networkId: req.network.id, bridge: cfg.bridge, mappings: req.mappings });
   }
 
-  async function restoreNetworks(nets: readonly { readonly spec: NetworkSpec; readonly config: Readonly<Record<string, unknown>> }[]): Promise<NetworkId[]> {
-    if (nets.length === 0) return [];
+  async function restore(req: RestoreRequest): Promise<RestoreResult> {
+    const out: { networks: NetworkId[]; endpoints: EndpointId[] } = { networks: [], endpoints: [] };
+    if (req.networks.length === 0 && req.ports.length === 0) return out;
     const host = deps.netlink(deps.hostNs);
     const [links, fw] = await Promise.all([host.listLinks(), deps.firewall.list()]);
     const up = new Set(links.filter((l) => l.kind === 'bridge' && l.up).map((l) => l.name as string));
     const ruled = new Set<string>(fw.networks);
-    const restored: NetworkId[] = [];
-    for (const { spec, config } of nets) {
+    const published = new Set<string>(fw.endpoints);
+    for (const { spec, config } of req.networks) {
       const cfg = readBridgeConfig(config);
-      if (up.has(cfg.bridge) && ruled.has(spec.id)) continue;
+      if (req.force !== true && up.has(cfg.bridge) && ruled.has(spec.id)) continue;
       await createNetwork(spec, config);
-      restored.push(spec.id);
+      out.networks.push(spec.id);
     }
-    return restored;
+    for (const p of req.ports) {
+      if (req.force !== true && published.has(p.endpointId)) continue;
+      await publish(p);
+      out.endpoints.push(p.endpointId);
+    }
+    return out;
   }
 
   return {
     type: 'bridge',
     hasDataPath: true,
-    restoreNetworks,
+    restore,
     validateNetwork: (spec) => parseBridgeOptions(spec.id, spec.options),
     createNetwork,
     deleteNetwork,
