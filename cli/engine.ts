@@ -48,6 +48,7 @@ export interface Settings {
 
 export interface Engine {
   readonly controller: Controller;
+  readonly firewall: Firewall;
   readonly runtime: Runtime;
   readonly container: ContainerDeps;
   readonly netlink: { closeAll(): Promise<void> };
@@ -171,6 +172,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
   };
   return {
     controller,
+    firewall,
     runtime,
     container,
     netlink,

@@ -15,6 +15,7 @@ import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js'
 import { parseArgs, str, type FlagSpec } from './args.js';
 import { containerCommands } from './commands/container.js';
 import { networkCommands } from './commands/network.js';
+import { systemCommands } from './commands/system.js';
 import type { Command, Io } from './commands/types.js';
 import { createEngine, type Engine, type Settings } from './engine.js';
 
@@ -71,7 +72,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     return w.controller;
   };
   const network = networkCommands(controller);
-  const top = containerCommands(async () => (await getWorld()).container);
+  const top = {
+    ...containerCommands(async () => (await getWorld()).container),
+    ...systemCommands(async () => ({ controller: await controller(), firewall: (await getWorld()).firewall })),
+  };
   const [cmd, ...rest] = g.positionals;
   try {
     if (g.flags['version'] === true || cmd === 'version') {

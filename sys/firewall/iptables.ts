@@ -129,8 +129,12 @@ export function skeletonChainRules(n: IptNames, family: Family): IptRule[] {
   ];
 }
 
-/** The jumps from built-in chains. The two FORWARD jumps must be first, user chain first. */
-export function builtinJumps(n: IptNames): { readonly forward: readonly IptRule[]; readonly other: readonly IptRule[] } {
+/**
+ * The jumps from built-in chains. The two FORWARD jumps must be first, user chain first. IPv6
+ * OUTPUT skips ::1: Linux cannot route a packet from ::1 out of `lo` (there is no route_localnet
+ * for IPv6), so a DNAT'd ::1 connection would hang instead of being refused.
+ */
+export function builtinJumps(n: IptNames, family: Family): { readonly forward: readonly IptRule[]; readonly other: readonly IptRule[] } {
   return {
     forward: [
       { table: 'filter', chain: 'FORWARD', spec: [...comment(n.comment), '-j', n.user] },
@@ -138,7 +142,7 @@ export function builtinJumps(n: IptNames): { readonly forward: readonly IptRule[
     ],
     other: [
       { table: 'nat', chain: 'PREROUTING', spec: ['-m', 'addrtype', '--dst-type', 'LOCAL', ...comment(n.comment), '-j', n.dnat] },
-      { table: 'nat', chain: 'OUTPUT', spec: ['-m', 'addrtype', '--dst-type', 'LOCAL', ...comment(n.comment), '-j', n.dnat] },
+      { table: 'nat', chain: 'OUTPUT', spec: [...(family === 6 ? ['!', '-d', '::1/128'] : []), '-m', 'addrtype', '--dst-type', 'LOCAL', ...comment(n.comment), '-j', n.dnat] },
       { table: 'nat', chain: 'POSTROUTING', spec: [...comment(n.comment), '-j', n.post] },
       { table: 'raw', chain: 'PREROUTING', spec: [...comment(n.comment), '-j', n.raw] },
     ],
@@ -349,7 +353,7 @@ export function skeletonFix(n: IptNames, family: Family, saved: SavedState): Res
   const has = (t: IptTable, c: string): boolean => saved.chains.get(t)?.has(c) ?? false;
   if (!has('filter', n.user)) out.push({ table: 'filter', line: `-N ${n.user}` });
   for (const [t, c] of ownChains(n)) if (!has(t, c)) out.push({ table: t, line: `-N ${c}` });
-  const jumps = builtinJumps(n);
+  const jumps = builtinJumps(n, family);
   // FORWARD: [user jump, forward jump] must be the first two rules.
   const fwd = saved.rules.filter((r) => r.table === 'filter' && r.chain === 'FORWARD');
   const wantKeys = jumps.forward.map(specKey);

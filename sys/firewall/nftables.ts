@@ -157,6 +157,9 @@ export function nftSkeleton(table: string): string[] {
   const base = planBase();
   for (const r of base.filter((x) => x.kind === 'loopback-guard')) lines.push(...baseRuleLines(table, r));
   lines.push(`add rule inet ${table} prerouting fib daddr type local jump ports`);
+  // Not ::1: Linux cannot route a packet from ::1 out of lo (no route_localnet for IPv6), so a
+  // DNAT'd ::1 connection would hang instead of being refused.
+  lines.push(`add rule inet ${table} output ip6 daddr ::1 return`);
   lines.push(`add rule inet ${table} output fib daddr type local jump ports`);
   // Lookup order: host-address-specific before "any", single ports before ranges.
   for (const family of [4, 6] as const) {
