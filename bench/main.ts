@@ -7,6 +7,7 @@ import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.
 import { benchCnm } from './cnm.bench.js';
 import { benchFirewall } from './firewall.bench.js';
 import { benchNetlink } from './netlink.bench.js';
+import { benchPorts } from './ports.bench.js';
 import { formatSection, type BenchSection } from './report.js';
 import { benchStore } from './store.bench.js';
 
@@ -16,6 +17,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   firewall: () => withIsolatedHost((host) => benchFirewall(host)),
   store: () => benchStore(),
   cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
+  ports: () => withIsolatedHost((host) => benchPorts(host)),
 };
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
 const names = wanted.length > 0 ? wanted : Object.keys(all);
