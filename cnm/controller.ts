@@ -171,11 +171,12 @@ export interface Controller {
   /** Finishes or undoes what a crash interrupted and restores networks and published ports in the kernel. */
   reconcile(): Promise<{ readonly cleaned: string[]; readonly restored: string[] }>;
   /**
-   * Re-applies every network's firewall policy and every published port from the records, whatever
-   * the kernel shows (after an admin or a firewall manager flushed rules); returns the names of the
-   * networks and the ids of the endpoints it applied.
+   * Re-applies every network's firewall policy and every published port from the records (after an
+   * admin or a firewall manager flushed rules); returns the names of the networks and the ids of
+   * the endpoints it applied. `force` (default true): whatever the kernel shows; false: only what
+   * the kernel lacks (the daemon's watcher).
    */
-  reloadFirewall(): Promise<{ readonly networks: string[]; readonly endpoints: string[] }>;
+  reloadFirewall(opts?: { readonly force?: boolean }): Promise<{ readonly networks: string[]; readonly endpoints: string[] }>;
 }
 
 export function createController(deps: ControllerDeps): Controller {
@@ -419,9 +420,14 @@ export function createController(deps: ControllerDeps): Controller {
   }
 
   /** Re-creates missing (or, forced, all) networks and published ports, one driver call per driver type. */
-  async function restoreKernel(ready: readonly NetworkRecord[], force: boolean): Promise<{ networks: string[]; endpoints: string[] }> {
+  async function restoreKernel(ready: readonly NetworkRecord[], force: boolean): Promise<{ networks: string[]; endpoints: string[]; sandboxOf: Map<string, string>; networkOf: Map<string, NetworkRecord> }> {
     const eps = (await state.endpoints.list()).filter((e) => e.status === 'ready' && e.ports.length > 0);
-    const out: { networks: string[]; endpoints: string[] } = { networks: [], endpoints: [] };
+    const nets = new Map(ready.map((n) => [n.id as string, n]));
+    const out = {
+      networks: [] as string[], endpoints: [] as string[],
+      sandboxOf: new Map(eps.map((e) => [e.id as string, e.sandboxId as string])),
+      networkOf: new Map(eps.flatMap((e) => { const n = nets.get(e.networkId); return n ? [[e.id as string, n] as const] : []; })),
+    };
     for (const type of new Set(ready.map((n) => n.driver))) {
       const mine = ready.filter((n) => n.driver === type);
       const byId = new Map(mine.map((n) => [n.id as string, n]));
@@ -437,11 +443,22 @@ export function createController(deps: ControllerDeps): Controller {
   }
 
   const controller: Controller = {
-    reloadFirewall: () =>
+    reloadFirewall: (opts = {}) =>
       state.withLock('networks', async () => {
-        const r = await restoreKernel((await state.networks.list()).filter((n) => n.status === 'ready'), true);
-        log.info('firewall reloaded', r);
-        return r;
+        const r = await restoreKernel((await state.networks.list()).filter((n) => n.status === 'ready'), opts.force ?? true);
+        // An endpoint being removed meanwhile (its teardown holds its sandbox's lock from unpublish
+        // to the record's deletion) may just have had its ports put back: take them away again.
+        for (const id of r.endpoints) {
+          const sandboxId = r.sandboxOf.get(id);
+          if (sandboxId === undefined) continue;
+          await state.withLock(`sandbox:${sandboxId}`, async () => {
+            if (await state.endpoints.get(id)) return;
+            const net = r.networkOf.get(id);
+            if (net) await drivers(net.driver).unpublish(id as EndpointId);
+          });
+        }
+        if (r.networks.length + r.endpoints.length > 0) log.info('firewall restored', { networks: r.networks, endpoints: r.endpoints.length, force: opts.force ?? true });
+        return { networks: r.networks, endpoints: r.endpoints };
       }),
 
     async ensurePredefined() {
