@@ -1,3 +1,5 @@
+import type { FirewallBackend } from '../sys/firewall/api.js';
+
 /**
  * `tsnet doctor`: what on this host changes how published ports and container traffic behave, and
  * what to do about it. Pure: `diagnose` turns facts read from the host (by the command) into
@@ -6,7 +8,7 @@
 
 export interface HostFacts {
   /** tsnet's firewall backend. */
-  readonly backend: 'nftables' | 'iptables' | 'none';
+  readonly backend: FirewallBackend;
   /** `nft list ruleset` (undefined: nft missing or failed, with the reason). */
   readonly nftRuleset: string | undefined;
   readonly nftError?: string;

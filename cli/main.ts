@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { Controller } from '../cnm/controller.js';
 import { EXIT_CODE, TsnetError } from '../core/errors.js';
 import { createJsonLogger, parseLogLevel } from '../core/log.js';
+import { HOST_NETNS } from '../core/net.js';
 import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js';
 import { parseArgs, str, type FlagSpec } from './args.js';
 import { containerCommands } from './commands/container.js';
@@ -74,7 +75,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
   const network = networkCommands(controller);
   const top = {
     ...containerCommands(async () => (await getWorld()).container),
-    ...systemCommands(async () => ({ controller: await controller(), firewall: (await getWorld()).firewall })),
+    ...systemCommands(async () => ({ controller: await controller(), firewall: (await getWorld()).firewall, hostNs: HOST_NETNS })),
   };
   const [cmd, ...rest] = g.positionals;
   try {

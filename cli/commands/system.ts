@@ -5,7 +5,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import type { Controller } from '../../cnm/controller.js';
 import { TsnetError } from '../../core/errors.js';
-import { run } from '../../sys/exec.js';
+import type { NetnsRef } from '../../core/net.js';
+import { readHostRules } from '../../sys/firewall/host-rules.js';
 import type { Firewall } from '../../sys/firewall/api.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { diagnose, formatFindings, type HostFacts } from '../doctor.js';
@@ -14,6 +15,7 @@ import type { Command, Io } from './types.js';
 export interface SystemDeps {
   readonly controller: Controller;
   readonly firewall: Firewall;
+  readonly hostNs: NetnsRef;
 }
 
 const HELP: FlagSpec = { name: 'help', type: 'boolean', help: 'show this help' };
@@ -28,14 +30,9 @@ async function processNames(): Promise<string[]> {
   return [...new Set(names.filter((n): n is string => n !== undefined).map((n) => n.trim()))];
 }
 
-async function output(argv: [string, ...string[]]): Promise<{ ok: string } | { err: string }> {
-  return run(argv, { timeoutMs: 10_000 }).then((r) => ({ ok: r.stdout }), (e: unknown) => ({ err: e instanceof Error ? e.message.split('\n')[0] ?? '' : String(e) }));
-}
-
 async function gather(d: SystemDeps): Promise<HostFacts> {
-  const [nft, legacy, ufwConf, ufwDefaults, processes, listing] = await Promise.all([
-    output(['nft', 'list', 'ruleset']),
-    output(['iptables-legacy-save']),
+  const [rules, ufwConf, ufwDefaults, processes, listing] = await Promise.all([
+    readHostRules(d.hostNs),
     text('/etc/ufw/ufw.conf'),
     text('/etc/default/ufw'),
     processNames(),
@@ -48,9 +45,7 @@ async function gather(d: SystemDeps): Promise<HostFacts> {
   for (const sb of await d.controller.listSandboxes()) withPorts += (await d.controller.endpointsOf(sb.id)).filter((e) => e.ports.length > 0).length;
   return {
     backend: d.firewall.backend,
-    nftRuleset: 'ok' in nft ? nft.ok : undefined,
-    ...('err' in nft ? { nftError: nft.err } : {}),
-    ...('ok' in legacy ? { legacyRules: legacy.ok } : {}),
+    ...rules,
     ...(ufwConf !== undefined ? { ufwConf } : {}),
     ...(ufwDefaults !== undefined ? { ufwDefaults } : {}),
     processes,

@@ -1,0 +1,30 @@
+/**
+ * The host's whole ruleset as text, for `tsnet doctor`: what nft shows (every table, tsnet's and
+ * others': ufw, firewalld, Docker) and what iptables-legacy holds, which nft cannot show.
+ */
+import type { NetnsRef } from '../../core/net.js';
+import { inNetns, run, type Argv } from '../exec.js';
+
+export interface HostRules {
+  /** `nft list ruleset`, or undefined with the reason in nftError. */
+  readonly nftRuleset: string | undefined;
+  readonly nftError?: string;
+  /** `iptables-legacy-save`, when that binary exists and works. */
+  readonly legacyRules?: string;
+}
+
+async function output(argv: Argv): Promise<{ ok: string } | { err: string }> {
+  return run(argv, { timeoutMs: 10_000 }).then(
+    (r) => ({ ok: r.stdout }),
+    (e: unknown) => ({ err: e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e) }),
+  );
+}
+
+export async function readHostRules(ns: NetnsRef): Promise<HostRules> {
+  const [nft, legacy] = await Promise.all([output(inNetns(ns, ['nft', 'list', 'ruleset'])), output(inNetns(ns, ['iptables-legacy-save']))]);
+  return {
+    nftRuleset: 'ok' in nft ? nft.ok : undefined,
+    ...('err' in nft ? { nftError: nft.err } : {}),
+    ...('ok' in legacy ? { legacyRules: legacy.ok } : {}),
+  };
+}
