@@ -8,24 +8,9 @@
  * network first, so a container on two networks is answered with its address on the client's side).
  */
 import { addrFamily, prefixContains, type IpAddr, type Prefix } from '../core/net.js';
+import type { DnsEndpointInput, DnsNetworkInput } from './api.js';
 
-export interface DnsNetworkInput {
-  readonly id: string;
-  readonly name: string;
-  /** Internal networks answer their own names and never forward. */
-  readonly internal: boolean;
-  readonly subnets: readonly Prefix[];
-  /** Where the resolver listens for this network (its gateways). */
-  readonly gateways: readonly IpAddr[];
-}
-
-export interface DnsEndpointInput {
-  readonly networkId: string;
-  readonly sandboxId: string;
-  readonly addresses: readonly IpAddr[];
-  /** The first name is the canonical one (answered for PTR): container name, then hostname, aliases, short id. */
-  readonly names: readonly string[];
-}
+export type { DnsEndpointInput, DnsNetworkInput } from './api.js';
 
 export interface NetworkTable {
   readonly id: string;
