@@ -47,6 +47,8 @@ export interface DnsServerStats {
   overload: number;
   dropped: number;
   tcpConnections: number;
+  /** Queries that threw (a bug); each cost that query only. */
+  errors: number;
 }
 
 export interface DnsServer {
@@ -83,7 +85,10 @@ function udpExchange(up: Upstream, query: Buffer, timeoutMs: number): Promise<Bu
   return new Promise((resolve) => {
     const sock = dgram.createSocket(addrFamily(up.host) === 4 ? 'udp4' : 'udp6');
     const id = query.readUInt16BE(0);
+    let finished = false;
     const done = (r: Buffer | undefined): void => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       sock.removeAllListeners('message');
       sock.on('error', () => undefined);
@@ -99,7 +104,14 @@ function udpExchange(up: Upstream, query: Buffer, timeoutMs: number): Promise<Bu
     sock.on('message', (m) => {
       if (m.length >= 12 && m.readUInt16BE(0) === id && (m.readUInt16BE(2) & 0x8000) !== 0) done(m);
     });
-    sock.connect(up.port, up.host, () => sock.send(query, (err) => err && done(undefined)));
+    sock.connect(up.port, up.host, () => {
+      if (finished) return; // failed or timed out before the connect completed
+      try {
+        sock.send(query, (err) => err && done(undefined));
+      } catch {
+        done(undefined);
+      }
+    });
   });
 }
 
@@ -139,7 +151,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
   const listeners = new Map<string, Listener>();
   let inFlight = 0;
   let closed = false;
-  const st: DnsServerStats = { queries: 0, cacheHits: 0, forwarded: 0, servfail: 0, overload: 0, dropped: 0, tcpConnections: 0 };
+  const st: DnsServerStats = { queries: 0, cacheHits: 0, forwarded: 0, servfail: 0, overload: 0, dropped: 0, tcpConnections: 0, errors: 0 };
   const rotate = (key: string): number => {
     if (counters.size > 10_000) counters.clear();
     const n = counters.get(key) ?? 0;
@@ -232,9 +244,15 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
         if (buf.length < 2 + len) break;
         const msg = Buffer.from(buf.subarray(2, 2 + len));
         buf = buf.subarray(2 + len);
-        const answered = handle(l, msg, source, 'tcp', (r) => {
-          if (!sock.destroyed) sock.write(frame(r));
-        });
+        let answered = false;
+        try {
+          answered = handle(l, msg, source, 'tcp', (r) => {
+            if (!sock.destroyed) sock.write(frame(r));
+          });
+        } catch (err) {
+          st.errors++;
+          log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
+        }
         // A query that gets no answer (not a client of this network, a response) ends the connection.
         if (!answered) {
           sock.destroy();
@@ -271,9 +289,15 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     }
     udp.on('error', (err) => log.warn('udp socket error', { addr, err: err.message }));
     udp.on('message', (msg, rinfo) => {
-      handle(l, msg, sourceOf(rinfo.address), 'udp', (r) => {
-        udp.send(r, rinfo.port, rinfo.address, () => undefined);
-      });
+      try {
+        handle(l, msg, sourceOf(rinfo.address), 'udp', (r) => {
+          udp.send(r, rinfo.port, rinfo.address, () => undefined);
+        });
+      } catch (err) {
+        // A bug must cost one query, never the resolver.
+        st.errors++;
+        log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
+      }
     });
     tcp.on('connection', (sock) => serveTcp(l, sock));
     tcp.on('error', (err) => log.warn('tcp listener error', { addr, err: err.message }));
