@@ -5,6 +5,7 @@
  */
 import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.js';
 import { benchCnm } from './cnm.bench.js';
+import { benchDns } from './dns.bench.js';
 import { benchFirewall } from './firewall.bench.js';
 import { benchNetlink } from './netlink.bench.js';
 import { benchPorts } from './ports.bench.js';
@@ -18,6 +19,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   store: () => benchStore(),
   cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
   ports: () => withIsolatedHost((host) => benchPorts(host)),
+  dns: () => withIsolatedHost((host) => benchDns(host, { seconds: Number(process.env['TSNET_BENCH_DNS_SECONDS'] ?? 10) })),
 };
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
 const names = wanted.length > 0 ? wanted : Object.keys(all);

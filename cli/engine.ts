@@ -5,13 +5,13 @@
  * default).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { createController, type Controller } from '../cnm/controller.js';
 import { createStoreCnmState } from '../cnm/state.js';
-import { isCode } from '../core/errors.js';
+import { TsnetError, isCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { HOST_NETNS, prefixLen, type NetnsRef, type SandboxId } from '../core/net.js';
 import { hostsFile } from '../dns/hosts-file.js';
@@ -34,6 +34,7 @@ import { createNetnsManager } from '../sys/netns.js';
 import { openFsStore } from '../sys/store/fs.js';
 import { createSysctlFor } from '../sys/sysctl.js';
 import type { ContainerDeps } from './commands/container.js';
+import { daemonFiles, notifyDaemon } from './daemon.js';
 
 export interface Settings {
   readonly stateDir: string;
@@ -44,6 +45,10 @@ export interface Settings {
   readonly hostNs?: NetnsRef;
   /** The runtime's shim entry point (default: shim.js beside this bundle). */
   readonly shim?: string;
+  /** Where the DNS daemon forwards (TSNET_DNS_UPSTREAM), passed to the daemon this process starts. */
+  readonly dnsUpstream?: string;
+  /** The CLI bundle that runs `daemon` (default: tsnet.js beside this bundle; absent → no daemon is started). */
+  readonly daemonEntry?: string;
 }
 
 export interface Engine {
@@ -69,6 +74,23 @@ async function readOptional(path: string): Promise<string | undefined> {
     return await readFile(path, 'utf8');
   } catch {
     return undefined;
+  }
+}
+
+/** Starts `tsnet daemon` detached (same state and run directories, this process's namespace), logging to the run directory. */
+async function startDaemon(s: Settings): Promise<void> {
+  const entry = s.daemonEntry ?? join(dirname(fileURLToPath(import.meta.url)), 'tsnet.js');
+  if (!(await access(entry).then(() => true, () => false))) {
+    throw new TsnetError('UNAVAILABLE', `cannot start the DNS daemon: ${entry} not found (build with npm run build)`);
+  }
+  await mkdir(s.runDir, { recursive: true });
+  const logFile = await open(daemonFiles(s.runDir).log, 'a');
+  try {
+    spawnDetached([process.execPath, entry, '--state-dir', s.stateDir, '--run-dir', s.runDir, '--log-level', 'info', 'daemon', ...(s.dnsUpstream !== undefined ? ['--upstream', s.dnsUpstream] : [])], {
+      stdio: ['ignore', logFile.fd, logFile.fd],
+    });
+  } finally {
+    await logFile.close();
   }
 }
 
@@ -119,8 +141,12 @@ export async function createEngine(s: Settings): Promise<Engine> {
         ...(o.dns.length > 0 ? { dns: o.dns } : {}),
         ...(o.dnsSearch.length > 0 ? { dnsSearch: o.dnsSearch } : {}),
         ...(o.dnsOptions.length > 0 ? { dnsOptions: o.dnsOptions } : {}),
+        ...(o.embedded !== undefined ? { embedded: o.embedded } : {}),
       });
     },
+    // Embedded DNS (issue 5): the daemon reloads from the records and acks before the command
+    // returns; it is started when a container joins a DNS-enabled network and none answers.
+    onChange: (e) => notifyDaemon({ runDir: s.runDir, ...(e.kind === 'connected' && e.dns ? { start: () => startDaemon(s) } : {}) }).then(() => undefined),
     // Docker writes the IPv6 loopback lines whatever the networks (the container has ::1 on lo).
     hostsFile: (self, extra) => hostsFile({ self, extra }),
     log: s.log,

@@ -6,6 +6,8 @@
  * Global flags (before the command): --state-dir DIR (TSNET_STATE_DIR, default /var/lib/tsnet),
  * --run-dir DIR (TSNET_RUN_DIR, default /run/tsnet), --firewall nftables|iptables|none
  * (TSNET_FIREWALL, default nftables), --log-level debug|info|warn|error (TSNET_LOG_LEVEL, default warn).
+ * TSNET_DNS_UPSTREAM=IP[:PORT],...: where the embedded DNS daemon forwards (default: the host's
+ * resolv.conf); passed on to the daemon the CLI starts.
  */
 import { fileURLToPath } from 'node:url';
 import type { Controller } from '../cnm/controller.js';
@@ -15,6 +17,7 @@ import { HOST_NETNS } from '../core/net.js';
 import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js';
 import { parseArgs, str, type FlagSpec } from './args.js';
 import { containerCommands } from './commands/container.js';
+import { daemonCommands } from './commands/daemon.js';
 import { networkCommands } from './commands/network.js';
 import { systemCommands } from './commands/system.js';
 import type { Command, Io } from './commands/types.js';
@@ -64,6 +67,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     runDir: str(g, 'run-dir') ?? env['TSNET_RUN_DIR'] ?? '/run/tsnet',
     firewall: fw as FirewallBackend,
     log,
+    ...(env['TSNET_DNS_UPSTREAM'] !== undefined ? { dnsUpstream: env['TSNET_DNS_UPSTREAM'] } : {}),
   };
   let world: Promise<Engine> | undefined;
   const getWorld = (): Promise<Engine> => (world ??= createEngine(settings));
@@ -76,6 +80,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
   const top = {
     ...containerCommands(async () => (await getWorld()).container),
     ...systemCommands(async () => ({ controller: await controller(), firewall: (await getWorld()).firewall, hostNs: HOST_NETNS })),
+    ...daemonCommands(settings),
   };
   const [cmd, ...rest] = g.positionals;
   try {

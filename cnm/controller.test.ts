@@ -2,6 +2,7 @@ import t from 'tap';
 import { TsnetError } from '../core/errors.js';
 import { HOST_NETNS, type IfName } from '../core/net.js';
 import { makeWorld } from '../test/helpers/cnm-world.js';
+import type { CnmChange, CreateSandboxRequest } from './controller.js';
 
 const names = (links: readonly { name: string }[]): string[] => links.map((l) => l.name).sort();
 
@@ -63,7 +64,8 @@ t.test('sandbox lifecycle: join, second network, disconnect, remove', async (t) 
   const hostLink = await w.kernel.netlinkFor(HOST_NETNS).getLink(ep.hostIf!);
   t.equal(hostLink?.master, 'tsnet0', 'host end on the bridge');
   t.match(w.files.get(sb.record.hostsPath) ?? '', /^10\.89\.0\.2\tweb1$/m, 'hosts file has own address');
-  t.match(w.files.get(sb.record.resolvConfPath) ?? '', /^nameserver 192\.0\.2\.53$/m);
+  t.match(w.files.get(sb.record.resolvConfPath) ?? '', /^nameserver 10\.89\.0\.1$/m, 'the embedded resolver on the gateway (issue 5)');
+  t.match(w.files.get(sb.record.resolvConfPath) ?? '', /embedded resolver: \[192\.0\.2\.53\]/);
 
   const ep2 = await w.controller.connect('web1', 'back');
   t.equal(ep2.ifName, 'eth1');
@@ -226,4 +228,45 @@ t.test('published ports: ephemeral picks, taken and busy host ports refused befo
   t.same(reload.networks, ['bridge'], 'reload re-applies every network with a data path');
   t.equal(reload.endpoints.length, 2, '... and every endpoint with ports');
   t.same([...w.firewall.ports().entries()].sort(), want, 'and changes nothing that was right');
+});
+
+t.test('embedded DNS: resolv.conf per network and --dns, change events for the daemon', async (t) => {
+  const events: CnmChange[] = [];
+  const w = makeWorld({ onChange: async (e) => { events.push(e); } });
+  await w.controller.ensurePredefined();
+  const lab = await w.controller.createNetwork({ name: 'lab', subnets: [{ subnet: '10.50.0.0/24' }] });
+  const quiet = await w.controller.createNetwork({ name: 'quiet', subnets: [{ subnet: '10.51.0.0/24' }], dnsEnabled: false });
+  t.equal(quiet.dnsEnabled, false);
+  t.equal(lab.dnsEnabled, undefined, 'absent: on');
+  const resolv = async (name: string, req: Partial<CreateSandboxRequest>): Promise<string> => {
+    const sb = await w.controller.createSandbox({ name, mode: { kind: 'network', network: 'lab' }, ...req });
+    return w.files.get(sb.record.resolvConfPath) ?? '';
+  };
+  const plain = await resolv('a', { dnsSearch: ['corp.test'], dnsOptions: ['timeout:1'] });
+  t.match(plain, /^nameserver 10\.50\.0\.1$/m);
+  t.equal((plain.match(/^nameserver/gm) ?? []).length, 1);
+  t.match(plain, /^search corp\.test$/m);
+  t.match(plain, /^options timeout:1 ndots:0$/m);
+  const explicit = await resolv('b', { dns: ['198.51.100.9'] });
+  t.match(explicit, /^nameserver 198\.51\.100\.9$/m, '--dns: exactly those servers');
+  t.notMatch(explicit, /10\.50\.0\.1/);
+  const off = await resolv('c', { mode: { kind: 'network', network: 'quiet' } });
+  t.match(off, /^nameserver 192\.0\.2\.53$/m, 'a network without DNS: the host\'s servers');
+  const none = await resolv('d', { mode: { kind: 'none' } });
+  t.notMatch(none, /10\.50\.0\.1/);
+  await w.controller.disconnect('a', 'lab');
+  await w.controller.deleteSandbox('b');
+  await w.controller.deleteSandbox('d');
+  await w.controller.deleteNetwork('quiet').catch(() => undefined); // c is still on it
+  await w.controller.deleteSandbox('c');
+  await w.controller.deleteNetwork('quiet');
+  const seen = events.map((e) => `${e.kind}:${e.networkIds.map((id) => (id === lab.id ? 'lab' : id === quiet.id ? 'quiet' : 'other')).join(',')}:${String(e.dns)}`);
+  t.same(seen.filter((x) => !x.startsWith('network-created:other')), [
+    'network-created:lab:true', 'network-created:quiet:false',
+    'connected:lab:true', 'connected:lab:true', 'connected:quiet:false',
+    'disconnected:lab:true', 'sandbox-deleted:lab:true', 'sandbox-deleted:quiet:false', 'network-deleted:quiet:false',
+  ], 'one event per successful mutation, none for failed ones or sandboxes without endpoints');
+  const failing = makeWorld({ onChange: async () => { throw new Error('daemon down'); } });
+  await failing.controller.ensurePredefined();
+  t.ok(await failing.controller.createSandbox({ name: 'x', mode: { kind: 'network', network: 'bridge' } }), 'a failing notification does not fail the mutation');
 });

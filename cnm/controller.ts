@@ -19,7 +19,8 @@ import type { NetlinkCache } from '../sys/netlink/api.js';
 import type { NetnsManager } from '../sys/netns.js';
 import type { PortMapping } from '../sys/firewall/api.js';
 import type { HostPorts } from '../sys/host-ports.js';
-import { checkName, type EndpointRecord, type NetworkRecord, type SandboxRecord } from './model.js';
+import { resolverAddress } from './dns.js';
+import { checkName, networkHasDns, type EndpointRecord, type NetworkRecord, type SandboxRecord } from './model.js';
 import { assignHostPorts, type HostBinding } from './ports.js';
 import type { CnmState } from './state.js';
 
@@ -41,13 +42,30 @@ export interface ControllerDeps {
   /** Sockets host processes listen on and the ephemeral port range, in `hostNs`. */
   readonly hostPorts: HostPorts;
   readonly files: SandboxFiles;
-  /** The container's resolv.conf for the given options (dns/resolv-conf.ts over the host's files). */
-  readonly resolvConf: (opts: { readonly dns: readonly IpAddr[]; readonly dnsSearch: readonly string[]; readonly dnsOptions: readonly string[] }) => Promise<string>;
+  /**
+   * The container's resolv.conf for the given options (dns/resolv-conf.ts over the host's files);
+   * `embedded`: the embedded resolver's address on the container's network, when it serves it.
+   */
+  readonly resolvConf: (opts: { readonly dns: readonly IpAddr[]; readonly dnsSearch: readonly string[]; readonly dnsOptions: readonly string[]; readonly embedded?: IpAddr }) => Promise<string>;
   /** The container's /etc/hosts (dns/hosts-file.ts). */
   readonly hostsFile: (self: readonly { ip: IpAddr; names: string[] }[], extra: readonly { ip: IpAddr; names: string[] }[]) => string;
   readonly log: Logger;
   readonly randomHex: (bytes: number) => string;
   readonly now: () => Date;
+  /**
+   * Called after a mutation succeeded, holding no lock (the embedded DNS daemon reloads from the
+   * records and acks, so a new container resolves when `run` returns). Failures are logged only:
+   * the mutation is done.
+   */
+  readonly onChange?: (e: CnmChange) => Promise<void>;
+}
+
+/** What changed in the records (for the DNS daemon, and later other listeners). */
+export interface CnmChange {
+  readonly kind: 'network-created' | 'network-deleted' | 'connected' | 'disconnected' | 'sandbox-deleted';
+  readonly networkIds: readonly NetworkId[];
+  /** Whether one of those networks is served by the embedded resolver. */
+  readonly dns: boolean;
 }
 
 export interface SubnetRequest {
@@ -65,6 +83,8 @@ export interface CreateNetworkRequest {
   readonly internal?: boolean;
   readonly options?: Readonly<Record<string, string>>;
   readonly labels?: Readonly<Record<string, string>>;
+  /** false: no embedded DNS on this network (`--disable-dns`). */
+  readonly dnsEnabled?: boolean;
 }
 
 export type NetworkMode =
@@ -183,6 +203,12 @@ export function createController(deps: ControllerDeps): Controller {
   const { state, ipam, drivers, log } = deps;
   const now = (): string => deps.now().toISOString();
   const newId = (): string => deps.randomHex(32);
+  async function notify(kind: CnmChange['kind'], nets: readonly NetworkRecord[]): Promise<void> {
+    if (!deps.onChange) return;
+    await deps.onChange({ kind, networkIds: nets.map((n) => n.id), dns: nets.some(networkHasDns) }).catch((err: unknown) => {
+      log.warn('change notification failed', { kind, err: err instanceof Error ? err.message : String(err) });
+    });
+  }
 
   async function findNetwork(idOrName: string): Promise<NetworkRecord> {
     if (FULL_ID.test(idOrName)) {
@@ -242,6 +268,7 @@ export function createController(deps: ControllerDeps): Controller {
     const record: NetworkRecord = {
       schemaVersion: 1, id, name, driver: driver.type, created: now(), status: 'creating', internal: req.internal === true, ipv6,
       predefined, subnets: [], options, labels: { ...(req.labels ?? {}) }, config: { ...config },
+      ...(req.dnsEnabled === false ? { dnsEnabled: false } : {}),
     };
     const undo = new UndoStack();
     try {
@@ -471,10 +498,14 @@ export function createController(deps: ControllerDeps): Controller {
       });
     },
 
-    createNetwork: (req) => state.withLock('networks', () => createNetworkLocked(req, false)),
+    async createNetwork(req) {
+      const n = await state.withLock('networks', () => createNetworkLocked(req, false));
+      await notify('network-created', [n]);
+      return n;
+    },
 
-    deleteNetwork: (idOrName) =>
-      state.withLock('networks', async () => {
+    deleteNetwork: async (idOrName) => {
+      const gone = await state.withLock('networks', async () => {
         const n = await findNetwork(idOrName);
         if (n.predefined) throw conflict(`${n.name} is a pre-defined network and cannot be removed`, { field: 'network' });
         const eps = (await state.endpoints.list()).filter((e) => e.networkId === n.id);
@@ -483,19 +514,25 @@ export function createController(deps: ControllerDeps): Controller {
           throw wrap(`remove network ${n.name}`, err);
         });
         log.info('network removed', { network: n.id, name: n.name });
-      }),
+        return n;
+      });
+      await notify('network-deleted', [gone]);
+    },
 
-    pruneNetworks: () =>
-      state.withLock('networks', async () => {
+    async pruneNetworks() {
+      const removed = await state.withLock('networks', async () => {
         const eps = await state.endpoints.list();
-        const removed: string[] = [];
+        const gone: NetworkRecord[] = [];
         for (const n of await state.networks.list()) {
           if (n.predefined || eps.some((e) => e.networkId === n.id)) continue;
           await removeNetworkEverywhere(n, drivers(n.driver));
-          removed.push(n.name);
+          gone.push(n);
         }
-        return removed.sort();
-      }),
+        return gone;
+      });
+      if (removed.length > 0) await notify('network-deleted', removed);
+      return removed.map((n) => n.name).sort();
+    },
 
     listNetworks: async () => (await state.networks.list()).sort((a, b) => a.name.localeCompare(b.name)),
     findNetwork,
@@ -559,7 +596,12 @@ export function createController(deps: ControllerDeps): Controller {
           }
           if (record.netns.kind !== 'container') {
             undo.push('files', () => deps.files.removeDir(dir));
-            await deps.files.write(record.resolvConfPath, await deps.resolvConf({ dns, dnsSearch: record.dnsSearch, dnsOptions: record.dnsOptions }));
+            // `--dns` given: exactly those servers (Docker's explicit choice); else the embedded
+            // resolver on the network's gateway when it serves the network.
+            const embedded = network !== undefined && dns.length === 0 ? resolverAddress(network) : undefined;
+            await deps.files.write(record.resolvConfPath, await deps.resolvConf({
+              dns, dnsSearch: record.dnsSearch, dnsOptions: record.dnsOptions, ...(embedded !== undefined ? { embedded } : {}),
+            }));
             await writeFiles(record);
           }
           const ready: SandboxRecord = { ...record, status: 'ready' };
@@ -589,11 +631,13 @@ export function createController(deps: ControllerDeps): Controller {
     async connect(sandbox, network, req = {}) {
       const sb = await findSandbox(sandbox);
       const net = await findNetwork(network);
-      return state.withLock(`sandbox:${sb.id}`, async () => {
-        const { endpoint, others } = await connectLocked(sb, net, req);
-        await writeFiles(sb, [...others, endpoint]);
-        return endpoint;
+      const endpoint = await state.withLock(`sandbox:${sb.id}`, async () => {
+        const made = await connectLocked(sb, net, req);
+        await writeFiles(sb, [...made.others, made.endpoint]);
+        return made.endpoint;
       });
+      await notify('connected', [net]);
+      return endpoint;
     },
 
     async disconnect(sandbox, network) {
@@ -608,11 +652,12 @@ export function createController(deps: ControllerDeps): Controller {
         await writeFiles(sb);
         log.info('endpoint left', { endpoint: ep.id, network: net.name, sandbox: sb.name });
       });
+      await notify('disconnected', [net]);
     },
 
     async deleteSandbox(idOrName) {
       const sb = await findSandbox(idOrName);
-      await state.withLock(`sandbox:${sb.id}`, async () => {
+      const left = await state.withLock(`sandbox:${sb.id}`, async () => {
         const ns = netnsOf(sb);
         const eps = await endpointsOf(sb.id);
         await teardownAll([
@@ -625,7 +670,12 @@ export function createController(deps: ControllerDeps): Controller {
         ]).catch((err: unknown) => {
           throw wrap(`remove sandbox ${sb.name}`, err);
         });
+        return eps;
       });
+      if (left.length > 0) {
+        const nets = (await state.networks.list()).filter((n) => left.some((e) => e.networkId === n.id));
+        await notify('sandbox-deleted', nets);
+      }
     },
 
     async reconcile() {

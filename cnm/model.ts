@@ -49,8 +49,13 @@ export const NetworkRecordSchema = z.strictObject({
   labels: z.record(z.string(), z.string()),
   /** The driver's persisted config (bridge name, MTU...). */
   config: z.record(z.string(), z.unknown()),
+  /** Embedded DNS (issue 5): absent means on, for every bridge network including the default one. */
+  dnsEnabled: z.boolean().optional(),
 });
 export type NetworkRecord = z.infer<typeof NetworkRecordSchema>;
+
+/** Whether the embedded resolver serves this network (bridge networks, unless created with --disable-dns). */
+export const networkHasDns = (n: NetworkRecord): boolean => n.driver === 'bridge' && n.dnsEnabled !== false;
 
 export const PortMappingRecordSchema = z.strictObject({
   proto: z.enum(['tcp', 'udp', 'sctp']),

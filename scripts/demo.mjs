@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run demo`: builds tsnet, then, inside a throwaway namespace that plays the host (safe on
 // any machine), creates a network, runs a web server (port 80 published on 8080) and a client
-// container on it, shows the client reaching the server and the host reaching the published port,
+// container on it, shows the client reaching the server BY NAME (the embedded DNS resolver on the
+// network's gateway, started on demand) and the host reaching the published port,
 // shows `tsnet network inspect`, removes everything and proves that nothing is left (links,
 // addresses, routes, namespaces, firewall rules, records).
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -27,7 +28,7 @@ const tsnet = [`${root}/dist/tsnet.js`];
 const show = (argv) => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)).join(' ');
 function step(args, { quiet = false } = {}) {
   console.log(`\n$ tsnet ${show(args)}`);
-  const r = spawnSync(tsnet[0], [...tsnet.slice(1), ...args], { encoding: 'utf8', env: { ...process.env, PATH } });
+  const r = spawnSync(tsnet[0], [...tsnet.slice(1), ...args], { encoding: 'utf8' });
   if (!quiet) process.stdout.write(r.stdout);
   process.stderr.write(r.stderr);
   if (r.status !== 0) {
@@ -59,7 +60,8 @@ const server = "require('http').createServer((q,s)=>s.end('hello from '+require(
 step(['run', '-d', '--name', 'web', '--hostname', 'web', '--network', 'demo-net', '-p', '8080:80', '--', 'node', '-e', server]);
 const ip = JSON.parse(step(['inspect', 'web'], { quiet: true }))[0].NetworkSettings.Networks['demo-net'].IPAddress;
 console.log(`(web's address on demo-net: ${ip})`);
-const client = `require('http').get('http://${ip}/',r=>r.pipe(process.stdout)).on('error',e=>{console.error(e.message);process.exit(1)})`;
+// By name: the container's resolv.conf points at the gateway, where the tsnet daemon answers.
+const client = `require('dns').lookup('web',(e,a)=>{if(e){console.error(e.message);process.exit(1)}console.log('web resolves to '+a);require('http').get('http://web/',r=>r.pipe(process.stdout)).on('error',e=>{console.error(e.message);process.exit(1)})})`;
 // The server may take a moment to listen: retry a few times, bounded.
 let reply = '';
 for (let i = 0; i < 20 && reply === ''; i++) {
@@ -70,8 +72,8 @@ for (let i = 0; i < 20 && reply === ''; i++) {
     process.stdout.write(reply);
   } else spawnSync('sleep', ['0.2']);
 }
-if (!reply.startsWith('hello from web')) {
-  console.error('demo: the client did not reach the server');
+if (!reply.includes(`web resolves to ${ip}`) || !reply.includes('hello from web')) {
+  console.error('demo: the client did not reach the server by name');
   process.exit(1);
 }
 // The published port, from the host: DNAT in the kernel, no proxy process.
@@ -87,6 +89,7 @@ step(['network', 'inspect', 'demo-net']);
 step(['rm', '-f', 'web']);
 step(['network', 'rm', 'demo-net']);
 step(['ps', '-a']);
+step(['daemon', '--stop']);
 const after = snapshot();
 const diff = Object.keys(before).flatMap((k) => {
   const b = new Set(before[k]);

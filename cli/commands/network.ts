@@ -2,7 +2,7 @@
 import { TsnetError } from '../../core/errors.js';
 import { parseIpAddr, parsePrefix, prefixAddr, prefixContains, prefixesOverlap, type Prefix } from '../../core/net.js';
 import type { Controller, SubnetRequest } from '../../cnm/controller.js';
-import type { NetworkRecord } from '../../cnm/model.js';
+import { networkHasDns, type NetworkRecord } from '../../cnm/model.js';
 import { bool, keyValues, list, parseArgs, str, table, usage, type FlagSpec } from '../args.js';
 import { reported, type Command, type Io } from './types.js';
 
@@ -14,6 +14,7 @@ const CREATE: FlagSpec[] = [
   { name: 'aux-address', type: 'string', multiple: true, help: 'reserve an address: NAME=IP', placeholder: 'NAME=IP' },
   { name: 'ipv6', type: 'boolean', help: 'enable IPv6 (a ULA /64 is chosen when no IPv6 --subnet is given)' },
   { name: 'internal', type: 'boolean', help: 'no external access (no egress, no published ports)' },
+  { name: 'disable-dns', type: 'boolean', help: 'no embedded DNS on this network (containers get the host\'s resolvers)' },
   { name: 'opt', short: 'o', type: 'string', multiple: true, help: 'driver option KEY=VALUE (bridge, mtu, icc, masquerade, com.docker.network.*)', placeholder: 'KEY=VALUE' },
   { name: 'label', type: 'string', multiple: true, help: 'label KEY=VALUE', placeholder: 'KEY=VALUE' },
   { name: 'help', short: 'h', type: 'boolean', help: 'show this help' },
@@ -88,6 +89,7 @@ export async function inspectJson(c: Controller, n: NetworkRecord): Promise<Reco
       })),
     },
     Internal: n.internal,
+    DNSEnabled: networkHasDns(n),
     Containers: containers,
     Options: { ...n.options, ...(typeof n.config['bridge'] === 'string' ? { 'com.docker.network.bridge.name': n.config['bridge'] } : {}) },
     Labels: n.labels,
@@ -120,6 +122,7 @@ export const networkCommands = (controller: () => Promise<Controller>): Record<s
         subnets: subnetRequests(list(p, 'subnet'), list(p, 'gateway'), list(p, 'ip-range'), list(p, 'aux-address')),
         ipv6: bool(p, 'ipv6'),
         internal: bool(p, 'internal'),
+        ...(bool(p, 'disable-dns') ? { dnsEnabled: false } : {}),
         options: keyValues(list(p, 'opt'), 'opt'),
         labels: keyValues(list(p, 'label'), 'label'),
       });

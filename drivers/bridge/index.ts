@@ -36,7 +36,10 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
         throw new TsnetError('ALREADY_EXISTS', `bridge name ${cfg.bridge}: a ${existing.kind ?? 'non-bridge'} interface of that name exists`, { details: { field: 'bridge' } });
       }
       if (!existing) {
-        await host.addBridge(cfg.bridge, cfg.mtu !== undefined ? { mtu: cfg.mtu } : {});
+        // A fixed MAC: a bridge without one takes the lowest MAC of its ports, so removing a
+        // container could change the gateway's MAC under the other containers' ARP caches and cut
+        // them off from the gateway (and the resolver on it) until their entries expire.
+        await host.addBridge(cfg.bridge, { mac: randomMac(deps.randomHex), ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) });
         undo.push(`remove bridge ${cfg.bridge}`, () => host.removeLink(cfg.bridge));
       }
       const ops: NetlinkOp[] = spec.subnets.map((s) => ({

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { TsnetError } from '../../core/errors.js';
 import { nullLogger } from '../../core/log.js';
 import { HOST_NETNS, type NetnsRef } from '../../core/net.js';
-import { createController, type Controller } from '../../cnm/controller.js';
+import { createController, type CnmChange, type Controller } from '../../cnm/controller.js';
 import { createMemoryCnmState, type CnmState } from '../../cnm/state.js';
 import { hostsFile } from '../../dns/hosts-file.js';
 import { containerResolvConf, parseResolvConf } from '../../dns/resolv-conf.js';
@@ -31,7 +31,7 @@ export interface World {
   readonly host: { listeners: Listener[]; ephemeral: PortRange };
 }
 
-export function makeWorld(opts: { readonly hostRoutes?: string[] } = {}): World {
+export function makeWorld(opts: { readonly hostRoutes?: string[]; readonly onChange?: (e: CnmChange) => Promise<void> } = {}): World {
   const kernel = createFakeNetlink();
   const firewall = createFakeFirewall();
   const state = createMemoryCnmState();
@@ -85,6 +85,7 @@ export function makeWorld(opts: { readonly hostRoutes?: string[] } = {}): World 
     log: nullLogger,
     randomHex,
     now: () => new Date(0),
+    ...(opts.onChange !== undefined ? { onChange: opts.onChange } : {}),
   });
   return { controller, kernel, firewall, ipam, state, files, namespaces, host };
 }

@@ -1,0 +1,78 @@
+/**
+ * `tsnet daemon`: the long-lived process hosting the embedded DNS resolver (and later the firewall
+ * watcher). Runs in the foreground; `--stop`, `--status` and `--reload` talk to a running one. The
+ * CLI starts it on demand (detached) when a container joins a DNS-enabled network.
+ */
+import { TsnetError, isCode } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
+import { createStoreCnmState } from '../../cnm/state.js';
+import { parseUpstreams } from '../../dns/upstreams.js';
+import { openFsStore } from '../../sys/store/fs.js';
+import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
+import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';
+import { createDnsService, type UpstreamSource } from '../dns-service.js';
+import type { Command } from './types.js';
+
+export interface DaemonSettings {
+  readonly stateDir: string;
+  readonly runDir: string;
+  readonly log: Logger;
+  /** TSNET_DNS_UPSTREAM: the default of --upstream. */
+  readonly dnsUpstream?: string;
+}
+
+const SPECS: FlagSpec[] = [
+  { name: 'stop', type: 'boolean', help: 'stop the running daemon' },
+  { name: 'status', type: 'boolean', help: 'print the running daemon\'s status (JSON)' },
+  { name: 'reload', type: 'boolean', help: 'make the running daemon reload the records' },
+  { name: 'upstream', type: 'string', help: 'forward to these servers: IP[:PORT],... (TSNET_DNS_UPSTREAM; default: the host\'s resolv.conf)', placeholder: 'LIST' },
+  { name: 'resolv-conf', type: 'string', help: 'the host resolv.conf to take upstreams from (default /etc/resolv.conf, following systemd-resolved)', placeholder: 'PATH' },
+  { name: 'help', type: 'boolean', help: 'show this help' },
+];
+
+export const daemonCommands = (settings: DaemonSettings): Record<string, Command> => ({
+  daemon: {
+    summary: 'Run the tsnet daemon (embedded DNS) in the foreground, or --stop/--status/--reload it',
+    async run(argv, io) {
+      const p = parseArgs(argv, SPECS);
+      if (bool(p, 'help')) return io.out(usage('daemon [OPTIONS]', 'Run the daemon serving DNS on every DNS-enabled network\'s gateway (port 53, UDP and TCP).', SPECS, 'tsnet daemon --status'));
+      const op = bool(p, 'stop') ? 'stop' : bool(p, 'status') ? 'status' : bool(p, 'reload') ? 'reload' : undefined;
+      if (op !== undefined) {
+        const r = await daemonRequest(settings.runDir, op);
+        if (r === undefined) {
+          if (op === 'stop') return io.out('no daemon running\n');
+          throw new TsnetError('NOT_FOUND', `no daemon running (${settings.runDir})`, { details: { field: 'daemon' } });
+        }
+        if (!r.ok) throw new TsnetError('UNAVAILABLE', `daemon ${op}: ${r.error ?? '?'}`);
+        io.out(op === 'status' ? `${JSON.stringify(r, null, 2)}\n` : `${op === 'stop' ? 'stopping' : 'reloaded'} daemon ${r.pid}\n`);
+        return 0;
+      }
+      const upstreamRaw = str(p, 'upstream') ?? settings.dnsUpstream;
+      const upstreams: UpstreamSource = upstreamRaw !== undefined
+        ? { kind: 'fixed', servers: parseUpstreams(upstreamRaw) }
+        : { kind: 'resolv-conf', path: str(p, 'resolv-conf') ?? '/etc/resolv.conf', resolvedPath: '/run/systemd/resolve/resolv.conf' };
+      const store = await openFsStore({ dir: settings.stateDir });
+      const services: DaemonService[] = [
+        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams }),
+        // issue #4: the firewall watcher goes here.
+      ];
+      await runDaemon({
+        runDir: settings.runDir,
+        log: settings.log,
+        services,
+        async holdLock(fn) {
+          let entered = false;
+          await store.withLock('daemon', async () => {
+            entered = true;
+            await fn();
+          }, { timeoutMs: 300 }).catch((err: unknown) => {
+            if (!entered && isCode(err, 'UNAVAILABLE')) throw new TsnetError('ALREADY_EXISTS', `a daemon is already running for ${settings.stateDir}`, { cause: err });
+            throw err;
+          });
+        },
+        onReady: () => io.err(`tsnet daemon ${process.pid} ready\n`),
+      });
+      return 0;
+    },
+  },
+});

@@ -1,0 +1,156 @@
+// The resolver's sockets over loopback, without root: listeners on 127.0.0.x at a random high
+// port, fake upstreams on loopback.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import dnsPacket from 'dns-packet';
+import t from 'tap';
+import { nullLogger } from '../core/log.js';
+import { parseIpAddr, parsePrefix, type IpAddr } from '../core/net.js';
+import { ask } from '../test/helpers/dns-client.js';
+import { buildSnapshot, type DnsEndpointInput } from './records.js';
+import { createDnsServer, type DnsServer, type Upstream } from './server.js';
+
+const ip = (s: string): IpAddr => parseIpAddr(s);
+const ep = (networkId: string, sandboxId: string, addrs: string[], names: string[]): DnsEndpointInput => ({ networkId, sandboxId, addresses: addrs.map(ip), names });
+const nets = (withN2 = true) => [
+  { id: 'n1', name: 'one', internal: false, subnets: [parsePrefix('127.0.0.0/8')], gateways: [ip('127.0.0.1')] },
+  ...(withN2 ? [{ id: 'n2', name: 'two', internal: false, subnets: [parsePrefix('127.0.0.0/8')], gateways: [ip('127.0.0.3')] }] : []),
+];
+const baseEps = [
+  ep('n1', 'client', ['127.0.0.1'], ['client']),
+  ep('n1', 'web1', ['127.0.0.11'], ['web1', 'www']),
+  ep('n1', 'web2', ['127.0.0.12'], ['web2', 'www']),
+  ep('n2', 'other', ['127.0.0.21'], ['other']),
+];
+
+/** A fake upstream: answers every A query with 192.0.2.7 (UDP and TCP) after `delayMs`; records the ids it saw. */
+async function fakeUpstream(port: number, opts: { delayMs?: number; silent?: boolean } = {}): Promise<{ ids: number[]; close(): Promise<void> }> {
+  const ids: number[] = [];
+  const answer = (m: Buffer): Buffer => {
+    const q = dnsPacket.decode(m);
+    ids.push(q.id ?? -1);
+    return dnsPacket.encode({ type: 'response', id: q.id ?? 0, flags: dnsPacket.RECURSION_AVAILABLE, questions: q.questions ?? [], answers: [{ type: 'A', name: q.questions?.[0]?.name ?? '', ttl: 60, data: '192.0.2.7' }] });
+  };
+  const udp = dgram.createSocket('udp4');
+  udp.on('message', (m, r) => {
+    if (opts.silent === true) return;
+    setTimeout(() => udp.send(answer(m), r.port, r.address), opts.delayMs ?? 0);
+  });
+  await new Promise<void>((r) => udp.bind(port, '127.0.0.1', r));
+  const tcp = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.on('data', (d: Buffer) => {
+      if (opts.silent === true) return;
+      const a = answer(d.subarray(2, 2 + d.readUInt16BE(0)));
+      const f = Buffer.alloc(a.length + 2);
+      f.writeUInt16BE(a.length, 0);
+      a.copy(f, 2);
+      s.end(f);
+    });
+  });
+  await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', r));
+  return {
+    ids,
+    close: async () => {
+      udp.close();
+      await new Promise((r) => tcp.close(r));
+    },
+  };
+}
+
+const port = (): number => 20_000 + Math.floor(Math.random() * 30_000);
+
+async function withServer(upstreams: Upstream[], fn: (s: DnsServer, port: number) => Promise<void>, opts: { timeoutMs?: number; maxInFlight?: number } = {}): Promise<void> {
+  const p = port();
+  const s = createDnsServer({ log: nullLogger, port: p, upstreams: () => upstreams, randomId: () => Math.floor(Math.random() * 65536), ...opts });
+  try {
+    const r = await s.update(buildSnapshot(1, nets(), baseEps));
+    if (r.failed.length > 0) throw new Error(`could not listen: ${r.failed.join(', ')}`);
+    await fn(s, p);
+  } finally {
+    await s.close();
+  }
+}
+
+t.test('local names over UDP and TCP, rotation, PTR, NXDOMAIN', async (t) => {
+  await withServer([], async (_s, p) => {
+    const a = await ask('127.0.0.1', p, { name: 'web1', type: 'A' });
+    t.same(a.answers, [{ type: 'A', data: '127.0.0.11' }]);
+    const r1 = await ask('127.0.0.1', p, { name: 'www', type: 'A' });
+    const r2 = await ask('127.0.0.1', p, { name: 'www', type: 'A' });
+    t.same(r1.answers?.map((x) => x.data), ['127.0.0.11', '127.0.0.12']);
+    t.same(r2.answers?.map((x) => x.data), ['127.0.0.12', '127.0.0.11'], 'round robin');
+    const tcp = await ask('127.0.0.1', p, { name: 'web2', type: 'A', tcp: true });
+    t.same(tcp.answers, [{ type: 'A', data: '127.0.0.12' }], 'TCP');
+    const ptr = await ask('127.0.0.1', p, { name: '11.0.0.127.in-addr.arpa', type: 'PTR' });
+    t.same(ptr.answers, [{ type: 'PTR', data: 'web1' }]);
+    t.equal((await ask('127.0.0.1', p, { name: 'other', type: 'A' })).rcode, 'NXDOMAIN', 'a name on another network');
+    t.equal((await ask('127.0.0.1', p, { name: 'web1', type: 'A' })).rcode, 'NOERROR', 'from the cache as well');
+  });
+});
+
+t.test('a source that is no endpoint of the network gets nothing, over UDP or TCP', async (t) => {
+  await withServer([], async (s, p) => {
+    const udp = await ask('127.0.0.3', p, { name: 'other', type: 'A' }, 500);
+    t.equal(udp.error, 'timeout');
+    const tcp = await ask('127.0.0.3', p, { name: 'other', type: 'A', tcp: true }, 2000);
+    t.equal(tcp.error, 'closed', 'the TCP connection is closed');
+    t.ok(s.stats().dropped >= 2);
+  });
+});
+
+t.test('forwarding: random ids, UDP and TCP, upstream down → SERVFAIL, never a hang', async (t) => {
+  // A port where nothing listens (bound, then released): the upstream that is down.
+  const upPort = await new Promise<number>((r) => {
+    const probe = dgram.createSocket('udp4');
+    probe.bind(0, '127.0.0.1', () => {
+      const pp = probe.address().port;
+      probe.close(() => r(pp));
+    });
+  });
+  const upstreamPort = port();
+  const good = await fakeUpstream(upstreamPort);
+  t.teardown(() => good.close());
+  await withServer([{ host: ip('127.0.0.1'), port: upPort }, { host: ip('127.0.0.1'), port: upstreamPort }], async (_s, p) => {
+    const r = await ask('127.0.0.1', p, { name: 'example.com', type: 'A' });
+    t.same(r.answers, [{ type: 'A', data: '192.0.2.7' }], 'after the dead upstream, the live one answers');
+    const tcp = await ask('127.0.0.1', p, { name: 'example.org', type: 'A', tcp: true });
+    t.same(tcp.answers, [{ type: 'A', data: '192.0.2.7' }], 'over TCP');
+    t.equal(good.ids.length, 2);
+    t.not(good.ids[0], r.id, 'the upstream sees another id than the client used');
+  });
+  await withServer([{ host: ip('127.0.0.1'), port: upPort }], async (_s, p) => {
+    const r = await ask('127.0.0.1', p, { name: 'example.com', type: 'A' }, 5000);
+    t.equal(r.rcode, 'SERVFAIL', 'the only upstream is down');
+  });
+  const silentPort = port();
+  const silent = await fakeUpstream(silentPort, { silent: true });
+  t.teardown(() => silent.close());
+  await withServer([{ host: ip('127.0.0.1'), port: silentPort }], async (s, p) => {
+    const r = await ask('127.0.0.1', p, { name: 'example.com', type: 'A' }, 5000);
+    t.equal(r.rcode, 'SERVFAIL', 'an upstream that never answers: SERVFAIL when the budget is spent');
+    const burst = await Promise.all([1, 2, 3, 4, 5].map((i) => ask('127.0.0.1', p, { name: `x${i}.example`, type: 'A' }, 5000)));
+    t.same(burst.map((b) => b.rcode), ['SERVFAIL', 'SERVFAIL', 'SERVFAIL', 'SERVFAIL', 'SERVFAIL']);
+    t.equal(s.stats().overload, 3, 'beyond 2 in flight: SERVFAIL at once');
+  }, { timeoutMs: 400, maxInFlight: 2 });
+});
+
+t.test('update: new names at once, removed names gone, sockets kept, in-flight queries answered', async (t) => {
+  const slowPort = port();
+  const slow = await fakeUpstream(slowPort, { delayMs: 300 });
+  t.teardown(() => slow.close());
+  await withServer([{ host: ip('127.0.0.1'), port: slowPort }], async (s, p) => {
+    t.equal((await ask('127.0.0.1', p, { name: 'newbie', type: 'A' })).rcode, 'NXDOMAIN');
+    const pending = ask('127.0.0.1', p, { name: 'slow.example', type: 'A' });
+    await new Promise((r) => setTimeout(r, 50));
+    await s.update(buildSnapshot(2, nets(), [...baseEps.filter((e) => e.sandboxId !== 'web1'), ep('n1', 'newbie', ['127.0.0.13'], ['newbie'])]));
+    t.same((await pending).answers, [{ type: 'A', data: '192.0.2.7' }], 'the query in flight during the reload is answered');
+    t.same((await ask('127.0.0.1', p, { name: 'newbie', type: 'A' })).answers, [{ type: 'A', data: '127.0.0.13' }]);
+    t.equal((await ask('127.0.0.1', p, { name: 'web1', type: 'A' })).rcode, 'NXDOMAIN', 'removed');
+    t.same((await ask('127.0.0.1', p, { name: 'www', type: 'A' })).answers?.map((a) => a.data), ['127.0.0.12']);
+    t.same(s.stats().listeners, ['127.0.0.1', '127.0.0.3']);
+    await s.update(buildSnapshot(3, nets(false), baseEps));
+    t.same(s.stats().listeners, ['127.0.0.1'], 'a network gone: its listener closed');
+    t.equal(s.stats().version, 3);
+  });
+});

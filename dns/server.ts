@@ -1,0 +1,349 @@
+/**
+ * The resolver's sockets (the one place outside sys/ that opens sockets, by design): UDP and TCP on
+ * port 53 of each DNS-enabled network's gateway(s), answering from the current snapshot.
+ *
+ * - `update(snapshot)` swaps the table in one assignment and adds or removes listeners only for
+ *   gateways that appear or disappear: a reload never closes a socket that is serving, so no
+ *   in-flight query is lost.
+ * - Replies to repeated queries come from a per-snapshot cache (key: network, client, the query
+ *   bytes after the id), so the hot path is a map lookup and a copy.
+ * - Forwarding: a fresh socket per query (kernel-chosen random source port) with a random query id,
+ *   connected to the upstream so an ICMP "port unreachable" ends the wait at once; upstreams tried
+ *   in order within one overall timeout; a bounded number in flight (beyond it: SERVFAIL at once).
+ *   UDP queries are forwarded over UDP (a truncated upstream answer reaches the client with TC set,
+ *   and it retries over TCP), TCP queries over TCP.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { TsnetError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { addrFamily, type IpAddr } from '../core/net.js';
+import { answerQuery, type Transport } from './answer.js';
+import type { DnsSnapshot } from './records.js';
+
+export interface Upstream {
+  readonly host: IpAddr;
+  readonly port: number;
+}
+
+export interface DnsServerOptions {
+  readonly log: Logger;
+  /** 53 unless a test says otherwise. */
+  readonly port: number;
+  /** Read at each forward, so a reload can change them. */
+  readonly upstreams: () => readonly Upstream[];
+  /** Overall budget of one forwarded query (default 2000 ms). */
+  readonly timeoutMs?: number;
+  /** Forwarded queries in flight at most (default 256). */
+  readonly maxInFlight?: number;
+  readonly randomId: () => number;
+}
+
+export interface DnsServerStats {
+  queries: number;
+  cacheHits: number;
+  forwarded: number;
+  servfail: number;
+  overload: number;
+  dropped: number;
+  tcpConnections: number;
+  /** Queries that threw (a bug); each cost that query only. */
+  errors: number;
+}
+
+export interface DnsServer {
+  /** Swaps the snapshot; listeners follow its gateways. Resolves with the addresses that could not be bound. */
+  update(s: DnsSnapshot): Promise<{ readonly listening: readonly string[]; readonly failed: readonly string[] }>;
+  stats(): Readonly<DnsServerStats> & { readonly inFlight: number; readonly listeners: readonly string[]; readonly version: number };
+  close(): Promise<void>;
+}
+
+interface Listener {
+  readonly key: string;
+  readonly networkId: string;
+  readonly addr: IpAddr;
+  readonly udp: dgram.Socket;
+  readonly tcp: net.Server;
+  readonly conns: Set<net.Socket>;
+}
+
+const CACHE_MAX = 20_000;
+const TCP_MAX_CONNS = 256;
+const TCP_IDLE_MS = 10_000;
+
+const sourceOf = (a: string | undefined): IpAddr => (a ?? '').replace(/^::ffff:(?=\d+\.)/, '') as IpAddr;
+
+function frame(msg: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(msg.length + 2);
+  b.writeUInt16BE(msg.length, 0);
+  msg.copy(b, 2);
+  return b;
+}
+
+/** One UDP exchange with an upstream; undefined on timeout, ICMP error or a mismatched answer. */
+function udpExchange(up: Upstream, query: Buffer, timeoutMs: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket(addrFamily(up.host) === 4 ? 'udp4' : 'udp6');
+    const id = query.readUInt16BE(0);
+    let finished = false;
+    const done = (r: Buffer | undefined): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      sock.removeAllListeners('message');
+      sock.on('error', () => undefined);
+      try {
+        sock.close();
+      } catch {
+        // already closed
+      }
+      resolve(r);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    sock.on('error', () => done(undefined));
+    sock.on('message', (m) => {
+      if (m.length >= 12 && m.readUInt16BE(0) === id && (m.readUInt16BE(2) & 0x8000) !== 0) done(m);
+    });
+    sock.connect(up.port, up.host, () => {
+      if (finished) return; // failed or timed out before the connect completed
+      try {
+        sock.send(query, (err) => err && done(undefined));
+      } catch {
+        done(undefined);
+      }
+    });
+  });
+}
+
+/** One TCP exchange (length-prefixed) with an upstream. */
+function tcpExchange(up: Upstream, query: Buffer, timeoutMs: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const id = query.readUInt16BE(0);
+    let buf: Buffer = Buffer.alloc(0);
+    const sock = net.connect({ host: up.host, port: up.port });
+    const done = (r: Buffer | undefined): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    sock.on('error', () => done(undefined));
+    sock.on('close', () => done(undefined));
+    sock.on('connect', () => sock.write(frame(query)));
+    sock.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length < 2) return;
+      const len = buf.readUInt16BE(0);
+      if (buf.length < 2 + len) return;
+      const m = buf.subarray(2, 2 + len);
+      done(m.length >= 12 && m.readUInt16BE(0) === id && (m.readUInt16BE(2) & 0x8000) !== 0 ? Buffer.from(m) : undefined);
+    });
+  });
+}
+
+export function createDnsServer(o: DnsServerOptions): DnsServer {
+  const log = o.log.child({ component: 'dns' });
+  const timeoutMs = o.timeoutMs ?? 2000;
+  const maxInFlight = o.maxInFlight ?? 256;
+  let snap: DnsSnapshot | undefined;
+  let cache = new Map<string, Buffer>();
+  const counters = new Map<string, number>();
+  const listeners = new Map<string, Listener>();
+  let inFlight = 0;
+  let closed = false;
+  const st: DnsServerStats = { queries: 0, cacheHits: 0, forwarded: 0, servfail: 0, overload: 0, dropped: 0, tcpConnections: 0, errors: 0 };
+  const rotate = (key: string): number => {
+    if (counters.size > 10_000) counters.clear();
+    const n = counters.get(key) ?? 0;
+    counters.set(key, (n + 1) % 1_000_000);
+    return n;
+  };
+
+  async function forward(query: Buffer, servfail: Buffer, transport: Transport): Promise<Buffer> {
+    if (inFlight >= maxInFlight) {
+      st.overload++;
+      st.servfail++;
+      return servfail;
+    }
+    inFlight++;
+    st.forwarded++;
+    try {
+      const ups = o.upstreams();
+      const deadline = Date.now() + timeoutMs;
+      const clientId = query.readUInt16BE(0);
+      for (let i = 0; i < ups.length; i++) {
+        const up = ups[i] as Upstream;
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        const out = Buffer.from(query);
+        out.writeUInt16BE(o.randomId() & 0xffff, 0);
+        const r = await (transport === 'udp' ? udpExchange : tcpExchange)(up, out, Math.max(1, Math.floor(left / (ups.length - i))));
+        if (r !== undefined) {
+          r.writeUInt16BE(clientId, 0);
+          return r;
+        }
+      }
+      st.servfail++;
+      return servfail;
+    } finally {
+      inFlight--;
+    }
+  }
+
+  /** Answers one query through `send` (now or after forwarding); false if it gets no answer. */
+  function handle(l: Listener, msg: Buffer, source: IpAddr, transport: Transport, send: (b: Buffer) => void): boolean {
+    st.queries++;
+    const s = snap;
+    if (s === undefined || msg.length < 12) {
+      st.dropped++;
+      return false;
+    }
+    const key = `${transport}|${l.networkId}|${source}|${msg.toString('latin1', 2)}`;
+    const hit = cache.get(key);
+    if (hit !== undefined) {
+      st.cacheHits++;
+      const b = Buffer.from(hit);
+      b.writeUInt16BE(msg.readUInt16BE(0), 0);
+      send(b);
+      return true;
+    }
+    const v = answerQuery(s, msg, { networkId: l.networkId, source, transport, rotate });
+    switch (v.kind) {
+      case 'drop':
+        st.dropped++;
+        return false;
+      case 'reply':
+        if (v.cacheable && snap === s) {
+          if (cache.size >= CACHE_MAX) cache = new Map();
+          cache.set(key, v.packet);
+        }
+        send(v.packet);
+        return true;
+      case 'forward':
+        forward(msg, v.servfail, transport).then(send, (err: unknown) => log.warn('forward failed', { err }));
+        return true;
+    }
+  }
+
+  function serveTcp(l: Listener, sock: net.Socket): void {
+    if (l.conns.size >= TCP_MAX_CONNS) {
+      sock.destroy();
+      return;
+    }
+    st.tcpConnections++;
+    l.conns.add(sock);
+    sock.setTimeout(TCP_IDLE_MS, () => sock.destroy());
+    sock.on('close', () => l.conns.delete(sock));
+    sock.on('error', () => undefined);
+    const source = sourceOf(sock.remoteAddress);
+    let buf: Buffer = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < 2 + len) break;
+        const msg = Buffer.from(buf.subarray(2, 2 + len));
+        buf = buf.subarray(2 + len);
+        let answered = false;
+        try {
+          answered = handle(l, msg, source, 'tcp', (r) => {
+            if (!sock.destroyed) sock.write(frame(r));
+          });
+        } catch (err) {
+          st.errors++;
+          log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
+        }
+        // A query that gets no answer (not a client of this network, a response) ends the connection.
+        if (!answered) {
+          sock.destroy();
+          return;
+        }
+      }
+    });
+  }
+
+  async function open(networkId: string, addr: IpAddr): Promise<Listener> {
+    const key = `${networkId}|${addr}`;
+    const udp = dgram.createSocket({ type: addrFamily(addr) === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    const tcp = net.createServer();
+    const l: Listener = { key, networkId, addr, udp, tcp, conns: new Set() };
+    try {
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind({ address: addr, port: o.port, exclusive: true }, () => {
+          udp.off('error', reject);
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen({ host: addr, port: o.port, backlog: 128, ipv6Only: addrFamily(addr) === 6 }, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      udp.close();
+      tcp.close();
+      throw new TsnetError('UNAVAILABLE', `dns: listen on ${addr} port ${o.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    udp.on('error', (err) => log.warn('udp socket error', { addr, err: err.message }));
+    udp.on('message', (msg, rinfo) => {
+      try {
+        handle(l, msg, sourceOf(rinfo.address), 'udp', (r) => {
+          udp.send(r, rinfo.port, rinfo.address, () => undefined);
+        });
+      } catch (err) {
+        // A bug must cost one query, never the resolver.
+        st.errors++;
+        log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
+      }
+    });
+    tcp.on('connection', (sock) => serveTcp(l, sock));
+    tcp.on('error', (err) => log.warn('tcp listener error', { addr, err: err.message }));
+    return l;
+  }
+
+  async function shut(l: Listener): Promise<void> {
+    for (const c of l.conns) c.destroy();
+    await Promise.all([
+      new Promise<void>((r) => l.udp.close(() => r())),
+      new Promise<void>((r) => l.tcp.close(() => r())),
+    ]).catch(() => undefined);
+  }
+
+  return {
+    async update(next) {
+      if (closed) throw new TsnetError('UNAVAILABLE', 'dns server is closed');
+      snap = next;
+      cache = new Map();
+      const want = new Map<string, { networkId: string; addr: IpAddr }>();
+      for (const n of next.networks.values()) for (const g of n.gateways) want.set(`${n.id}|${g}`, { networkId: n.id, addr: g });
+      for (const [key, l] of listeners) {
+        if (!want.has(key)) {
+          listeners.delete(key);
+          await shut(l);
+          log.info('stopped listening', { addr: l.addr, network: l.networkId });
+        }
+      }
+      const failed: string[] = [];
+      for (const [key, w] of want) {
+        if (listeners.has(key)) continue;
+        try {
+          listeners.set(key, await open(w.networkId, w.addr));
+          log.info('listening', { addr: w.addr, port: o.port, network: w.networkId });
+        } catch (err) {
+          failed.push(w.addr);
+          log.warn('cannot listen (retried at the next reload)', { addr: w.addr, err: err instanceof Error ? err.message : String(err) });
+        }
+      }
+      return { listening: [...listeners.values()].map((l) => l.addr), failed };
+    },
+    stats: () => ({ ...st, inFlight, listeners: [...listeners.values()].map((l) => l.addr), version: snap?.version ?? 0 }),
+    async close() {
+      closed = true;
+      for (const l of listeners.values()) await shut(l);
+      listeners.clear();
+    },
+  };
+}
