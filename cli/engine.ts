@@ -86,7 +86,7 @@ async function startDaemon(s: Settings): Promise<void> {
   await mkdir(s.runDir, { recursive: true });
   const logFile = await open(daemonFiles(s.runDir).log, 'a');
   try {
-    spawnDetached([process.execPath, entry, '--state-dir', s.stateDir, '--run-dir', s.runDir, '--log-level', 'info', 'daemon', ...(s.dnsUpstream !== undefined ? ['--upstream', s.dnsUpstream] : [])], {
+    spawnDetached([process.execPath, entry, '--state-dir', s.stateDir, '--run-dir', s.runDir, '--firewall', s.firewall, '--log-level', 'info', 'daemon', ...(s.dnsUpstream !== undefined ? ['--upstream', s.dnsUpstream] : [])], {
       stdio: ['ignore', logFile.fd, logFile.fd],
     });
   } finally {
@@ -145,8 +145,9 @@ export async function createEngine(s: Settings): Promise<Engine> {
       });
     },
     // Embedded DNS (issue 5): the daemon reloads from the records and acks before the command
-    // returns; it is started when a container joins a DNS-enabled network and none answers.
-    onChange: (e) => notifyDaemon({ runDir: s.runDir, ...(e.kind === 'connected' && e.dns ? { start: () => startDaemon(s) } : {}) }).then(() => undefined),
+    // returns. It is started when a container joins a network and none answers: it serves DNS and
+    // restores firewall rules someone took away (issue 4).
+    onChange: (e) => notifyDaemon({ runDir: s.runDir, ...(e.kind === 'connected' ? { start: () => startDaemon(s) } : {}) }).then(() => undefined),
     // Docker writes the IPv6 loopback lines whatever the networks (the container has ::1 on lo).
     hostsFile: (self, extra) => hostsFile({ self, extra }),
     log: s.log,

@@ -472,7 +472,9 @@ export function createController(deps: ControllerDeps): Controller {
   const controller: Controller = {
     reloadFirewall: (opts = {}) =>
       state.withLock('networks', async () => {
-        const r = await restoreKernel((await state.networks.list()).filter((n) => n.status === 'ready'), opts.force ?? true);
+        // In creation order: the kernel then shows the same ruleset as before the flush.
+        const ready = (await state.networks.list()).filter((n) => n.status === 'ready').sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id));
+        const r = await restoreKernel(ready, opts.force ?? true);
         // An endpoint being removed meanwhile (its teardown holds its sandbox's lock from unpublish
         // to the record's deletion) may just have had its ports put back: take them away again.
         for (const id of r.endpoints) {

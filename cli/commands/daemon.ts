@@ -11,12 +11,19 @@ import { openFsStore } from '../../sys/store/fs.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';
 import { createDnsService, type UpstreamSource } from '../dns-service.js';
+import type { Controller } from '../../cnm/controller.js';
+import { HOST_NETNS } from '../../core/net.js';
+import type { FirewallBackend } from '../../sys/firewall/api.js';
+import { createEngine, type Engine } from '../engine.js';
+import { createFirewallService } from '../firewall-service.js';
 import type { Command } from './types.js';
 
 export interface DaemonSettings {
   readonly stateDir: string;
   readonly runDir: string;
   readonly log: Logger;
+  /** The firewall backend the watcher restores rules with. */
+  readonly firewall: FirewallBackend;
   /** TSNET_DNS_UPSTREAM: the default of --upstream. */
   readonly dnsUpstream?: string;
 }
@@ -52,11 +59,15 @@ export const daemonCommands = (settings: DaemonSettings): Record<string, Command
         ? { kind: 'fixed', servers: parseUpstreams(upstreamRaw) }
         : { kind: 'resolv-conf', path: str(p, 'resolv-conf') ?? '/etc/resolv.conf', resolvedPath: '/run/systemd/resolve/resolv.conf' };
       const store = await openFsStore({ dir: settings.stateDir });
+      // The whole engine only for the firewall watcher's restores, made when it first needs it.
+      let engine: Promise<Engine> | undefined;
+      const engineController = async (): Promise<Controller> => (await (engine ??= createEngine(settings))).controller;
       const services: DaemonService[] = [
         createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams }),
-        // issue #4: the firewall watcher goes here.
+        createFirewallService({ hostNs: HOST_NETNS, log: settings.log, controller: engineController }),
       ];
-      await runDaemon({
+      try {
+        await runDaemon({
         runDir: settings.runDir,
         log: settings.log,
         services,
@@ -71,7 +82,10 @@ export const daemonCommands = (settings: DaemonSettings): Record<string, Command
           });
         },
         onReady: () => io.err(`tsnet daemon ${process.pid} ready\n`),
-      });
+        });
+      } finally {
+        if (engine) await (await engine.catch(() => undefined))?.close();
+      }
       return 0;
     },
   },

@@ -158,6 +158,32 @@ t.test('refused before anything changes: taken, busy and foreign host ports, bad
   });
 });
 
+/** Stops the daemon the CLI started and waits until it is gone. */
+async function stopDaemon(cli: Cli): Promise<void> {
+  await cli('daemon', '--stop');
+  for (let i = 0; i < 100 && (await cli('daemon', '--status')).code === 0; i++) await new Promise((r) => setTimeout(r, 100));
+}
+
+t.test('the daemon puts flushed rules back by itself (nft flush ruleset, iptables -t nat -F)', { skip: skipUnlessRoot }, async (t) => {
+  for (const backend of ['nftables', 'iptables'] as const) {
+    await withPorts(async ({ host, cli, ok, nbr }) => {
+      await ok('network', 'create', '--subnet', '10.76.0.0/24', 'pub');
+      await ok('run', '-d', '--name', 'web', '--hostname', 'web', '--network', 'pub', '-p', '8080:80', '--', 'node', '-e', SERVER([80]));
+      t.equal(await answer(nbr, 'tcp', '192.168.50.1', 8080), 'hello x from web to 192.168.50.2', `${backend}: published`);
+      t.equal((await cli('daemon', '--status')).code, 0, `${backend}: the daemon runs`);
+      const flush: [string, ...string[]] = backend === 'nftables' ? ['nft', 'flush', 'ruleset'] : ['iptables', '-t', 'nat', '-F'];
+      const t0 = Date.now();
+      await host.exec(flush);
+      let back = '';
+      for (let i = 0; i < 100 && back === ''; i++) back = await request(nbr, 'tcp', '192.168.50.1', 8080, 'x', 300).catch(() => '');
+      t.equal(back, 'hello x from web to 192.168.50.2', `${backend}: after ${flush.join(' ')} the port answers again without any command`);
+      t.comment(`${backend}: answered again ${Date.now() - t0} ms after the flush (the bench measures this)`);
+      const status = JSON.parse((await ok('daemon', '--status'))) as { services: { firewall: { restoredEndpoints: number } } };
+      t.ok(status.services.firewall.restoredEndpoints >= 1, `${backend}: the daemon says it restored the published ports`);
+    }, backend);
+  }
+});
+
 t.test('nft flush ruleset: doctor sees it, tsnet firewall reload restores every rule and mapping', { skip: skipUnlessRoot }, async (t) => {
   await withPorts(async ({ host, cli, ok, nbr }) => {
     await ok('network', 'create', '--subnet', '10.74.0.0/24', 'pub');
@@ -166,6 +192,8 @@ t.test('nft flush ruleset: doctor sees it, tsnet firewall reload restores every 
     const doctorOk = await cli('doctor');
     t.equal(doctorOk.code, 0, 'doctor: nothing wrong');
     t.match(doctorOk.stdout, /\[ ok \] rules: tsnet's rules match its records \(2 networks, 1 containers with published ports\)/);
+    // Without the daemon (which would put the rules back by itself: see the next test).
+    await stopDaemon(cli);
     const ruleset = (await host.exec(['nft', 'list', 'table', 'inet', 'tsnet'])).stdout;
     await host.exec(['nft', 'flush', 'ruleset']);
     t.notOk(await reachable(nbr, 'tcp', '192.168.50.1', 8080, 1000), 'after the flush the port is gone');
