@@ -14,6 +14,7 @@ import { createJsonLogger, parseLogLevel } from '../core/log.js';
 import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js';
 import { parseArgs, str, type FlagSpec } from './args.js';
 import { containerCommands } from './commands/container.js';
+import { dockerPluginCommand } from './commands/docker-plugin.js';
 import { networkCommands } from './commands/network.js';
 import type { Command, Io } from './commands/types.js';
 import { createEngine, type Engine, type Settings } from './engine.js';
@@ -71,7 +72,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     return w.controller;
   };
   const network = networkCommands(controller);
-  const top = containerCommands(async () => (await getWorld()).container);
+  const top: Record<string, Command> = {
+    ...containerCommands(async () => (await getWorld()).container),
+    'docker-plugin': dockerPluginCommand(async () => (await getWorld()).parts, log),
+  };
   const [cmd, ...rest] = g.positionals;
   try {
     if (g.flags['version'] === true || cmd === 'version') {

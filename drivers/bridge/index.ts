@@ -8,7 +8,7 @@ import { addrFamily, makePrefix, prefixLen, type IfName, type MacAddr, type Netw
 import { teardownAll } from '../../core/teardown.js';
 import { UndoStack } from '../../core/undo.js';
 import type { NetlinkOp } from '../../sys/netlink/api.js';
-import type { DriverDeps, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec, PublishRequest } from '../api.js';
+import type { DriverDeps, HostPeerJoinRequest, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec, PublishRequest } from '../api.js';
 import { parseBridgeOptions, readBridgeConfig } from './config.js';
 
 const DEFAULT_ROUTE: Record<4 | 6, Prefix> = { 4: '0.0.0.0/0' as Prefix, 6: '::/0' as Prefix };
@@ -141,6 +141,24 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     }
   }
 
+  async function joinHostPeer(req: HostPeerJoinRequest): Promise<JoinResult> {
+    const cfg = readBridgeConfig(req.config);
+    const host = deps.netlink(deps.hostNs);
+    const mac = req.mac ?? randomMac(deps.randomHex);
+    const undo = new UndoStack();
+    try {
+      await host.addVeth({ name: req.hostIf, peer: req.peerIf, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) });
+      undo.push(`remove ${req.hostIf}`, () => host.removeLink(req.hostIf));
+      await host.setLink(req.hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) });
+      undo.commit();
+      log.debug('joined (peer left in the host namespace)', { network: req.network.id, endpoint: req.endpointId, hostIf: req.hostIf, peerIf: req.peerIf });
+      return { hostIf: req.hostIf, mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) };
+    } catch (err) {
+      await undo.unwind(log);
+      throw wrap(`join ${req.endpointId} to ${req.network.name}`, err);
+    }
+  }
+
   async function leave(req: LeaveRequest): Promise<void> {
     if (req.hostIf === undefined) return;
     // Deleting the host end deletes the pair; the sandbox need not exist any more.
@@ -179,6 +197,7 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     createNetwork,
     deleteNetwork,
     join,
+    joinHostPeer,
     leave,
     publish,
     unpublish: (endpointId) => deps.firewall.removePorts(endpointId),
