@@ -1,0 +1,155 @@
+/**
+ * The controller of the library API: the CNM controller (cnm/controller.ts) plus typed events,
+ * layered on top so the controller itself stays unchanged. Events are emitted after an operation
+ * succeeded (a failed, rolled-back operation emits nothing); a listener that throws is logged and
+ * never fails the operation or the other listeners.
+ */
+import type {
+  ConnectRequest, Controller, CreateNetworkRequest, CreateSandboxRequest, NetworkDetails, SandboxHandle,
+} from '../cnm/controller.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/model.js';
+import type { Logger } from '../core/log.js';
+import { prefixAddr, type IpAddr } from '../core/net.js';
+
+/** Every event and its payload. */
+export interface TsnetEvents {
+  'network.created': { readonly network: NetworkRecord };
+  'network.removed': { readonly network: NetworkRecord };
+  /** An endpoint was made on a network for a sandbox (always followed by `endpoint.joined`). */
+  'endpoint.created': { readonly endpoint: EndpointRecord; readonly network: NetworkRecord };
+  /** The endpoint's interface is up in the sandbox, with its addresses (and published ports). */
+  'endpoint.joined': { readonly endpoint: EndpointRecord; readonly network: NetworkRecord; readonly sandbox: SandboxRecord };
+  /** The endpoint left its sandbox and was removed (disconnect, or its sandbox was deleted). */
+  'endpoint.removed': { readonly endpoint: EndpointRecord; readonly sandbox: SandboxRecord };
+  'sandbox.created': { readonly sandbox: SandboxRecord };
+  'sandbox.removed': { readonly sandbox: SandboxRecord };
+}
+export type TsnetEventName = keyof TsnetEvents;
+export type TsnetListener<E extends TsnetEventName> = (event: TsnetEvents[E]) => void;
+
+/** One name the embedded DNS would answer on a network, with the endpoint's addresses. */
+export interface DnsRecord {
+  readonly name: string;
+  readonly addresses: readonly IpAddr[];
+  readonly endpointId: string;
+}
+
+export interface TsnetController {
+  createNetwork(req: CreateNetworkRequest): Promise<NetworkRecord>;
+  deleteNetwork(idOrName: string): Promise<void>;
+  /** Removes every unused, non-predefined network; returns their names. */
+  pruneNetworks(): Promise<string[]>;
+  listNetworks(): Promise<NetworkRecord[]>;
+  findNetwork(idOrName: string): Promise<NetworkRecord>;
+  inspectNetwork(idOrName: string): Promise<NetworkDetails>;
+  /** A sandbox (network namespace + hosts/resolv.conf), connected at once when `mode` names a network. */
+  createSandbox(req: CreateSandboxRequest): Promise<SandboxHandle>;
+  deleteSandbox(idOrName: string): Promise<void>;
+  findSandbox(idOrName: string): Promise<SandboxRecord>;
+  listSandboxes(): Promise<SandboxRecord[]>;
+  /** The sandbox's endpoints (one per network), in interface order. */
+  endpointsOf(sandbox: string): Promise<EndpointRecord[]>;
+  /** Creates an endpoint and joins it to the sandbox: static addresses, aliases, MAC, published ports. */
+  connect(sandbox: string, network: string, req?: ConnectRequest): Promise<EndpointRecord>;
+  disconnect(sandbox: string, network: string): Promise<void>;
+  /** The names (sandbox name, hostname, aliases) and addresses of every endpoint on the network. */
+  dnsRecords(network: string): Promise<DnsRecord[]>;
+  /** Finishes or undoes what a crash interrupted and restores networks in the kernel. */
+  reconcile(): Promise<{ readonly cleaned: string[]; readonly restored: string[] }>;
+  /** Subscribes; returns the function that unsubscribes. */
+  on<E extends TsnetEventName>(event: E, listener: TsnetListener<E>): () => void;
+  off<E extends TsnetEventName>(event: E, listener: TsnetListener<E>): void;
+}
+
+export function withEvents(c: Controller, log: Logger): TsnetController {
+  const listeners = new Map<TsnetEventName, Set<(e: never) => void>>();
+  const emit = <E extends TsnetEventName>(event: E, payload: TsnetEvents[E]): void => {
+    for (const fn of [...(listeners.get(event) ?? [])]) {
+      try {
+        (fn as TsnetListener<E>)(payload);
+      } catch (err) {
+        log.warn('event listener failed', { event, err });
+      }
+    }
+  };
+  const joined = async (sandbox: SandboxRecord, endpoints: readonly EndpointRecord[]): Promise<void> => {
+    for (const endpoint of endpoints) {
+      const network = await c.findNetwork(endpoint.networkId).catch(() => undefined);
+      if (network === undefined) continue;
+      emit('endpoint.created', { endpoint, network });
+      emit('endpoint.joined', { endpoint, network, sandbox });
+    }
+  };
+  const off = <E extends TsnetEventName>(event: E, listener: TsnetListener<E>): void => {
+    listeners.get(event)?.delete(listener as (e: never) => void);
+  };
+
+  return {
+    async createNetwork(req) {
+      const network = await c.createNetwork(req);
+      emit('network.created', { network });
+      return network;
+    },
+    async deleteNetwork(idOrName) {
+      const network = await c.findNetwork(idOrName);
+      await c.deleteNetwork(network.id);
+      emit('network.removed', { network });
+    },
+    async pruneNetworks() {
+      const before = await c.listNetworks();
+      const removed = await c.pruneNetworks();
+      for (const network of before.filter((n) => removed.includes(n.name))) emit('network.removed', { network });
+      return removed;
+    },
+    listNetworks: () => c.listNetworks(),
+    findNetwork: (x) => c.findNetwork(x),
+    inspectNetwork: (x) => c.inspectNetwork(x),
+    async createSandbox(req) {
+      const handle = await c.createSandbox(req);
+      emit('sandbox.created', { sandbox: handle.record });
+      await joined(handle.record, await c.endpointsOf(handle.record.id));
+      return handle;
+    },
+    async deleteSandbox(idOrName) {
+      const sandbox = await c.findSandbox(idOrName);
+      const endpoints = await c.endpointsOf(sandbox.id);
+      await c.deleteSandbox(sandbox.id);
+      for (const endpoint of endpoints) emit('endpoint.removed', { endpoint, sandbox });
+      emit('sandbox.removed', { sandbox });
+    },
+    findSandbox: (x) => c.findSandbox(x),
+    listSandboxes: () => c.listSandboxes(),
+    endpointsOf: async (x) => c.endpointsOf((await c.findSandbox(x)).id),
+    async connect(sandbox, network, req) {
+      const endpoint = await c.connect(sandbox, network, req);
+      const sb = await c.findSandbox(endpoint.sandboxId);
+      await joined(sb, [endpoint]);
+      return endpoint;
+    },
+    async disconnect(sandbox, network) {
+      const sb = await c.findSandbox(sandbox);
+      const net = await c.findNetwork(network);
+      const endpoint = (await c.endpointsOf(sb.id)).find((e) => e.networkId === net.id);
+      await c.disconnect(sb.id, net.id);
+      if (endpoint) emit('endpoint.removed', { endpoint, sandbox: sb });
+    },
+    async dnsRecords(network) {
+      const d = await c.inspectNetwork(network);
+      const sandboxes = await c.listSandboxes();
+      return d.endpoints.flatMap((e) => {
+        const sb = sandboxes.find((s) => s.id === e.sandboxId);
+        const names = [...new Set([e.sandboxName, sb?.hostname ?? '', ...e.aliases].filter((n) => n !== ''))];
+        const addresses = e.addresses.map((a) => prefixAddr(a));
+        return names.map((name) => ({ name, addresses, endpointId: e.id }));
+      });
+    },
+    reconcile: () => c.reconcile(),
+    on(event, listener) {
+      let set = listeners.get(event);
+      if (!set) listeners.set(event, (set = new Set()));
+      set.add(listener as (e: never) => void);
+      return () => off(event, listener);
+    },
+    off,
+  };
+}
