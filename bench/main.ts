@@ -5,6 +5,7 @@
  */
 import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.js';
 import { benchCnm } from './cnm.bench.js';
+import { benchDocker } from './docker.bench.js';
 import { benchFirewall } from './firewall.bench.js';
 import { benchNetlink } from './netlink.bench.js';
 import { formatSection, type BenchSection } from './report.js';
@@ -16,6 +17,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   firewall: () => withIsolatedHost((host) => benchFirewall(host)),
   store: () => benchStore(),
   cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
+  docker: () => withIsolatedHost((host) => benchDocker(host, { n: 10 })),
 };
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
 const names = wanted.length > 0 ? wanted : Object.keys(all);

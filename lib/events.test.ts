@@ -97,3 +97,17 @@ t.test('many concurrent operations on one controller keep the state consistent',
   t.equal(seen.filter((s) => s.name === 'endpoint.joined').length, 24 + 12);
   t.equal(seen.filter((s) => s.name === 'endpoint.removed').length, 6);
 });
+
+t.test('published ports in plain numbers; a bad one names its field and nothing is made', async (t) => {
+  const { w, c, seen } = setup();
+  await c.createNetwork({ name: 'p', subnets: [{ subnet: '10.4.0.0/24' }] });
+  await c.createSandbox({ name: 'a', mode: { kind: 'network', network: 'p' }, connect: { ports: [{ hostPort: 8080, containerPort: 80 }, { proto: 'udp', hostIp: '127.0.0.1', hostPort: { start: 5000, end: 5001 }, containerPort: { start: 5000, end: 5001 } }] } });
+  const ep = (await c.endpointsOf('a'))[0];
+  t.same(ep?.ports.map((p) => `${p.proto} ${p.hostIp ?? '*'}:${p.hostPort.start}-${p.hostPort.end}->${p.containerIp}:${p.containerPort.start}`), ['tcp *:8080-8080->10.4.0.2:80', 'udp 127.0.0.1:5000-5001->10.4.0.2:5000']);
+  t.equal(w.firewall.ports().size, 1, 'the firewall has them');
+  const before = seen.length;
+  await t.rejects(c.createSandbox({ name: 'b', mode: { kind: 'network', network: 'p' }, connect: { ports: [{ hostPort: 0, containerPort: 80 }] } }), { code: 'INVALID_CONFIG', message: /ports\[0\]\.hostPort/ });
+  await t.rejects(c.connect('a', 'p', { ports: [{ hostPort: { start: 9, end: 8 }, containerPort: 80 }] }), { message: /ports\[0\]\.hostPort: range 9-8 is reversed/ });
+  t.equal(seen.length, before, 'no event');
+  t.same((await c.listSandboxes()).map((s) => s.name), ['a'], 'no sandbox b');
+});

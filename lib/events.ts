@@ -5,11 +5,51 @@
  * never fails the operation or the other listeners.
  */
 import type {
-  ConnectRequest, Controller, CreateNetworkRequest, CreateSandboxRequest, NetworkDetails, SandboxHandle,
+  ConnectRequest as CnmConnectRequest, Controller, CreateNetworkRequest, CreateSandboxRequest as CnmCreateSandboxRequest, NetworkDetails, PortRequest, SandboxHandle,
 } from '../cnm/controller.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/model.js';
+import { TsnetError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { prefixAddr, type IpAddr } from '../core/net.js';
+import { parseIpAddr, parsePort, parseProto, prefixAddr, type IpAddr } from '../core/net.js';
+
+/** A port to publish, in plain numbers: `{ hostPort: 8080, containerPort: 80 }` or ranges. */
+export interface PublishPort {
+  /** Default tcp. */
+  readonly proto?: 'tcp' | 'udp' | 'sctp';
+  /** Default: every local address (IPv4, and IPv6 on a dual-stack network). */
+  readonly hostIp?: string;
+  readonly hostPort: number | { readonly start: number; readonly end: number };
+  readonly containerPort: number | { readonly start: number; readonly end: number };
+}
+export type ConnectRequest = Omit<CnmConnectRequest, 'ports'> & { readonly ports?: readonly PublishPort[] };
+export type CreateSandboxRequest = Omit<CnmCreateSandboxRequest, 'connect'> & { readonly connect?: ConnectRequest };
+
+/** Parses the plain-number ports of the library into the controller's (INVALID_CONFIG naming the field). */
+export function toPortRequests(ports: readonly PublishPort[] | undefined): PortRequest[] | undefined {
+  if (ports === undefined) return undefined;
+  return ports.map((p, i) => {
+    const field = `ports[${i}]`;
+    const range = (v: PublishPort['hostPort'], f: string): PortRequest['hostPort'] => {
+      const r = typeof v === 'number' ? { start: v, end: v } : v;
+      const start = parsePort(r.start, `${field}.${f}`);
+      const end = parsePort(r.end, `${field}.${f}`);
+      if (end < start) throw new TsnetError('INVALID_CONFIG', `${field}.${f}: range ${start}-${end} is reversed`, { details: { field: `${field}.${f}` } });
+      return { start, end };
+    };
+    return {
+      proto: parseProto(p.proto ?? 'tcp', `${field}.proto`),
+      ...(p.hostIp !== undefined ? { hostIp: parseIpAddr(p.hostIp, `${field}.hostIp`) } : {}),
+      hostPort: range(p.hostPort, 'hostPort'),
+      containerPort: range(p.containerPort, 'containerPort'),
+    };
+  });
+}
+const cnmConnect = (req: ConnectRequest | undefined): CnmConnectRequest | undefined => {
+  if (req === undefined) return undefined;
+  const { ports, ...rest } = req;
+  const parsed = toPortRequests(ports);
+  return parsed !== undefined ? { ...rest, ports: parsed } : rest;
+};
 
 /** Every event and its payload. */
 export interface TsnetEvents {
@@ -105,7 +145,9 @@ export function withEvents(c: Controller, log: Logger): TsnetController {
     findNetwork: (x) => c.findNetwork(x),
     inspectNetwork: (x) => c.inspectNetwork(x),
     async createSandbox(req) {
-      const handle = await c.createSandbox(req);
+      const { connect, ...rest } = req;
+      const conn = cnmConnect(connect);
+      const handle = await c.createSandbox(conn !== undefined ? { ...rest, connect: conn } : rest);
       emit('sandbox.created', { sandbox: handle.record });
       await joined(handle.record, await c.endpointsOf(handle.record.id));
       return handle;
@@ -121,7 +163,7 @@ export function withEvents(c: Controller, log: Logger): TsnetController {
     listSandboxes: () => c.listSandboxes(),
     endpointsOf: async (x) => c.endpointsOf((await c.findSandbox(x)).id),
     async connect(sandbox, network, req) {
-      const endpoint = await c.connect(sandbox, network, req);
+      const endpoint = await c.connect(sandbox, network, cnmConnect(req));
       const sb = await c.findSandbox(endpoint.sandboxId);
       await joined(sb, [endpoint]);
       return endpoint;

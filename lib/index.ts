@@ -14,14 +14,14 @@ import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js'
 import { createEngine } from '../cli/engine.js';
 import { withEvents, type TsnetController } from './events.js';
 
-export type {
-  ConnectRequest, CreateNetworkRequest, CreateSandboxRequest, NetworkDetails, NetworkMode, PortRequest, SandboxHandle, SubnetRequest,
-} from '../cnm/controller.js';
+export type { CreateNetworkRequest, NetworkDetails, NetworkMode, SandboxHandle, SubnetRequest } from '../cnm/controller.js';
 export type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/model.js';
 export type { ErrorCode } from '../core/errors.js';
 export type { Logger, LogLevel } from '../core/log.js';
 export type { FirewallBackend } from '../sys/firewall/api.js';
-export type { DnsRecord, TsnetController, TsnetEventName, TsnetEvents, TsnetListener } from './events.js';
+export type {
+  ConnectRequest, CreateSandboxRequest, DnsRecord, PublishPort, TsnetController, TsnetEventName, TsnetEvents, TsnetListener,
+} from './events.js';
 export { TsnetError };
 
 export interface ControllerOptions {

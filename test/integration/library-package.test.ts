@@ -2,11 +2,12 @@
  * `import { createController } from 'tsnet'` works for a TypeScript consumer: the package is laid
  * out as it would be installed (package.json with its `exports` map, the bundled dist/lib.js, the
  * declarations from tsconfig.lib.json), a consumer project type-checks against it under strict
- * NodeNext settings (a misuse is a type error), and imports it by name at run time.
+ * NodeNext settings (a misuse is a type error; the README's example compiles), and imports it by
+ * name at run time.
  */
 import t from 'tap';
 import { build } from 'esbuild';
-import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,14 +59,20 @@ t.test('a consumer project imports tsnet by name, typed', async (t) => {
   await symlink(join(ROOT, 'node_modules/@types/node'), join(dir, 'node_modules/@types/node'));
   await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', type: 'module', private: true }));
   await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({
-    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, types: ['node'], skipLibCheck: true },
-    files: ['consumer.ts', 'bad.ts'],
+    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, exactOptionalPropertyTypes: true, noEmit: true, types: ['node'], skipLibCheck: true },
+    files: ['consumer.ts', 'bad.ts', 'readme-example.ts'],
   }));
   await writeFile(join(dir, 'consumer.ts'), CONSUMER);
+  // The README's example, as printed there.
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const example = /## Using tsnet as a library[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  t.ok(example, 'the README has a library example');
+  await writeFile(join(dir, 'readme-example.ts'), example ?? '');
   await writeFile(join(dir, 'bad.ts'), "import { createController } from 'tsnet';\nawait createController({ firewall: 'pf' });\n");
   // One tsc pass over both files: consumer.ts must be clean, bad.ts must have exactly its one error.
   const out = await run([process.execPath, TSC, '-p', join(dir, 'tsconfig.json')], { timeoutMs: 120_000 }).then(() => '', (err: unknown) => execDetails(err)?.stdout ?? String(err));
   const errors = out.split('\n').filter((l) => /error TS\d+/.test(l));
+  t.same(errors.filter((l) => /readme-example\.ts\(/.test(l)), [], 'the README example type-checks');
   t.same(errors.filter((l) => /consumer\.ts\(/.test(l)), [], 'the consumer type-checks against the package (its @ts-expect-error lines are errors, so the types are not any)');
   t.equal(errors.length, 1, `one error in all: ${errors.join(' | ')}`);
   t.match(errors[0] ?? '', /bad\.ts\(2,\d+\): error TS2322: Type '"pf"' is not assignable/, 'a wrong option value is a type error');

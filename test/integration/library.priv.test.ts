@@ -27,7 +27,7 @@ t.test('concurrent operations on one library controller, real kernel', { skip: s
     await Promise.all(Array.from({ length: 4 }, (_, i) => c.createNetwork({ name: `n${i}` })));
     await Promise.all(Array.from({ length: 12 }, (_, i) => c.createSandbox({
       name: `s${i}`, mode: { kind: 'network', network: `n${i % 4}` },
-      connect: i === 0 ? { ports: [{ proto: 'tcp', hostPort: { start: 8080, end: 8080 } as never, containerPort: { start: 80, end: 80 } as never }] } : {},
+      connect: i === 0 ? { ports: [{ hostPort: 8080, containerPort: 80 }] } : {},
     })));
     await Promise.all([
       ...Array.from({ length: 6 }, (_, i) => c.connect(`s${i}`, `n${(i + 1) % 4}`)),
@@ -59,6 +59,15 @@ t.test('concurrent operations on one library controller, real kernel', { skip: s
     await host.execIn({ kind: 'path', path: s0.netns.path }, ['busybox', 'ping', '-c', '1', '-W', '2', s4addr]);
     t.pass(`s0 reaches s4 (${s4addr}) on n0`);
     t.same((await c.dnsRecords('n0')).map((r) => r.name).filter((n) => /^s\d+$/.test(n)).sort(), ['s0', 's4', 's8'].filter((n) => sandboxes.some((s) => s.name === n)).concat(['s3']).sort(), 'n0 names: its three members and s3 (connected)');
+
+    // The port published through the library answers from the host (kernel DNAT).
+    host.spawnIn({ kind: 'path', path: s0.netns.path }, ['busybox', 'nc', '-ll', '-p', '80', '-e', 'echo', 'hi from s0']);
+    let answer = '';
+    for (let i = 0; i < 40 && answer === ''; i++) {
+      answer = await host.exec(['busybox', 'nc', '-w', '2', '127.0.0.1', '8080'], { input: '' }).then((r) => r.stdout.trim(), () => '');
+      if (answer === '') await new Promise((r) => setTimeout(r, 100));
+    }
+    t.equal(answer, 'hi from s0', 'ports: [{ hostPort: 8080, containerPort: 80 }] answers on 127.0.0.1:8080');
 
     // Remove everything at once.
     await Promise.all(sandboxes.map((s) => c.deleteSandbox(s.id)));
