@@ -64,6 +64,9 @@ export const DockerEndpointRecordSchema = z.strictObject({
   mac: z.string(),
   hostIf: z.string(),
   peerIf: z.string(),
+  /** Set (and persisted) before the first firewall call for its ports: teardown skips the firewall
+   *  (an nft run) for the many endpoints that never published anything. */
+  published: z.boolean(),
   ports: z.array(PortMappingSchema),
 });
 export type DockerEndpointRecord = z.infer<typeof DockerEndpointRecordSchema>;
@@ -281,7 +284,7 @@ export function createDockerNetworkDriver(deps: DockerNetworkDeps): DockerNetwor
       const mac: MacAddr = givenMac ?? randomMac(deps.randomHex);
       const rec: DockerEndpointRecord = {
         id, networkId: net.id, addresses, mac,
-        hostIf: hostIfName(deps.randomHex), peerIf: `tsp${deps.randomHex(4).slice(0, 7)}`, ports: [],
+        hostIf: hostIfName(deps.randomHex), peerIf: `tsp${deps.randomHex(4).slice(0, 7)}`, published: false, ports: [],
       };
       const undo = new UndoStack();
       try {
@@ -313,7 +316,7 @@ export function createDockerNetworkDriver(deps: DockerNetworkDeps): DockerNetwor
       if (!ep) return;
       const net = await networks.get(ep.networkId);
       await teardownAll([
-        { label: 'ports', run: () => driver.unpublish(id) },
+        { label: 'ports', run: () => (ep.published ? driver.unpublish(id) : Promise.resolve()) },
         ...(net
           ? [{ label: 'veth', run: () => driver.leave({ network: specOf(net), config: net.config, endpointId: id, sandbox: { kind: 'host' }, ifName: ep.peerIf as IfName, hostIf: ep.hostIf as IfName }) }]
           : []),
@@ -349,9 +352,15 @@ export function createDockerNetworkDriver(deps: DockerNetworkDeps): DockerNetwor
     async programExternalConnectivity(req) {
       const net = await requireNetwork(req.NetworkID);
       await store.withLock(`docker/endpoint/${req.EndpointID}`, async () => {
-        const ep = await requireEndpoint(req.EndpointID);
+        const found = await requireEndpoint(req.EndpointID);
+        const raw = req.Options[LABEL.portMap];
+        if (!Array.isArray(raw) || raw.length === 0) {
+          if (raw !== undefined && raw !== null && !Array.isArray(raw)) throw invalid(`Options["${LABEL.portMap}"]`, 'expected an array of port bindings');
+          return;
+        }
+        const ep: DockerEndpointRecord = found.published ? found : await endpoints.put(found.id, { ...found, published: true });
         try {
-          const ports = await publish(net, ep, req.Options[LABEL.portMap]);
+          const ports = await publish(net, ep, raw);
           await endpoints.put(ep.id, { ...ep, ports: [...ep.ports, ...ports] as DockerEndpointRecord['ports'] });
           if (ports.length > 0) log.info('ports published', { endpoint: ep.id, ports: ports.length });
         } catch (err) {
@@ -366,9 +375,10 @@ export function createDockerNetworkDriver(deps: DockerNetworkDeps): DockerNetwor
       parseNetworkId(req.NetworkID, 'NetworkID');
       const id = parseEndpointId(req.EndpointID, 'EndpointID');
       await store.withLock(`docker/endpoint/${id}`, async () => {
-        await driver.unpublish(id);
         const ep = await endpoints.get(id);
-        if (ep && ep.ports.length > 0) await endpoints.put(id, { ...ep, ports: [] });
+        if (ep !== undefined && !ep.published) return;
+        await driver.unpublish(id);
+        if (ep) await endpoints.put(id, { ...ep, published: false, ports: [] });
       });
     },
 
