@@ -5,7 +5,7 @@
  * never fails the operation or the other listeners.
  */
 import type {
-  ConnectRequest as CnmConnectRequest, Controller, CreateNetworkRequest, CreateSandboxRequest as CnmCreateSandboxRequest, NetworkDetails, PortRequest, SandboxHandle,
+  ConnectRequest as CnmConnectRequest, Controller, CreateSandboxRequest as CnmCreateSandboxRequest, PortRequest, SandboxHandle,
 } from '../cnm/controller.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/model.js';
 import { TsnetError } from '../core/errors.js';
@@ -74,28 +74,18 @@ export interface DnsRecord {
   readonly endpointId: string;
 }
 
-export interface TsnetController {
-  createNetwork(req: CreateNetworkRequest): Promise<NetworkRecord>;
-  deleteNetwork(idOrName: string): Promise<void>;
-  /** Removes every unused, non-predefined network; returns their names. */
-  pruneNetworks(): Promise<string[]>;
-  listNetworks(): Promise<NetworkRecord[]>;
-  findNetwork(idOrName: string): Promise<NetworkRecord>;
-  inspectNetwork(idOrName: string): Promise<NetworkDetails>;
+/** The CNM controller's operations as they are (their docs are in cnm/controller.ts). */
+type Passed = 'createNetwork' | 'deleteNetwork' | 'pruneNetworks' | 'listNetworks' | 'findNetwork' | 'inspectNetwork' | 'deleteSandbox' | 'findSandbox' | 'listSandboxes' | 'disconnect' | 'reconcile';
+
+export interface TsnetController extends Pick<Controller, Passed> {
   /** A sandbox (network namespace + hosts/resolv.conf), connected at once when `mode` names a network. */
   createSandbox(req: CreateSandboxRequest): Promise<SandboxHandle>;
-  deleteSandbox(idOrName: string): Promise<void>;
-  findSandbox(idOrName: string): Promise<SandboxRecord>;
-  listSandboxes(): Promise<SandboxRecord[]>;
   /** The sandbox's endpoints (one per network), in interface order. */
   endpointsOf(sandbox: string): Promise<EndpointRecord[]>;
   /** Creates an endpoint and joins it to the sandbox: static addresses, aliases, MAC, published ports. */
   connect(sandbox: string, network: string, req?: ConnectRequest): Promise<EndpointRecord>;
-  disconnect(sandbox: string, network: string): Promise<void>;
   /** The names (sandbox name, hostname, aliases) and addresses of every endpoint on the network. */
   dnsRecords(network: string): Promise<DnsRecord[]>;
-  /** Finishes or undoes what a crash interrupted and restores networks in the kernel. */
-  reconcile(): Promise<{ readonly cleaned: string[]; readonly restored: string[] }>;
   /** Subscribes; returns the function that unsubscribes. */
   on<E extends TsnetEventName>(event: E, listener: TsnetListener<E>): () => void;
   off<E extends TsnetEventName>(event: E, listener: TsnetListener<E>): void;

@@ -26,6 +26,7 @@ type Iface = 'Plugin' | 'NetworkDriver' | 'IpamDriver';
 interface Route {
   readonly iface: Iface;
   readonly schema?: z.ZodType;
+  /** Takes the route's own request type (checked where the route is built), hence `never` here. */
   readonly run: (req: never) => Promise<object | undefined | void>;
 }
 
@@ -49,59 +50,38 @@ export function createDispatcher(api: { readonly network: NetworkDriverApi; read
   const i = api.ipam;
   const N = NetworkRequests;
   const empty = async (): Promise<object> => ({});
+  const I = IpamRequests;
+  const nd = <S extends z.ZodType>(schema: S, run: (r: z.output<S>) => Promise<object | undefined | void>): Route => ({ iface: 'NetworkDriver', schema, run });
+  const ip = <S extends z.ZodType>(schema: S, run: (r: z.output<S>) => Promise<object | undefined | void>): Route => ({ iface: 'IpamDriver', schema, run });
   const routes: Readonly<Record<string, Route>> = {
     '/Plugin.Activate': { iface: 'Plugin', run: async () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) },
 
     '/NetworkDriver.GetCapabilities': { iface: 'NetworkDriver', run: () => n.getCapabilities() },
-    '/NetworkDriver.GwAllocCheck': { iface: 'NetworkDriver', schema: N.GwAllocCheck, run: (r: z.output<typeof N.GwAllocCheck>) => n.gwAllocCheck(r) },
-    '/NetworkDriver.AllocateNetwork': { iface: 'NetworkDriver', schema: N.AllocateNetwork, run: (r: z.output<typeof N.AllocateNetwork>) => n.allocateNetwork(r) },
-    '/NetworkDriver.FreeNetwork': { iface: 'NetworkDriver', schema: N.FreeNetwork, run: (r: z.output<typeof N.FreeNetwork>) => n.freeNetwork(r) },
-    '/NetworkDriver.CreateNetwork': { iface: 'NetworkDriver', schema: N.CreateNetwork, run: (r: z.output<typeof N.CreateNetwork>) => n.createNetwork(r) },
-    '/NetworkDriver.DeleteNetwork': { iface: 'NetworkDriver', schema: N.DeleteNetwork, run: (r: z.output<typeof N.DeleteNetwork>) => n.deleteNetwork(r) },
-    '/NetworkDriver.CreateEndpoint': {
-      iface: 'NetworkDriver',
-      schema: N.CreateEndpoint,
-      run: async (r: z.output<typeof N.CreateEndpoint>) => {
-        const iface = await n.createEndpoint(r);
-        return iface === undefined ? {} : { Interface: iface };
-      },
-    },
-    '/NetworkDriver.EndpointOperInfo': {
-      iface: 'NetworkDriver',
-      schema: N.EndpointOperInfo,
-      run: async (r: z.output<typeof N.EndpointOperInfo>) => ({ Value: await n.endpointOperInfo(r) }),
-    },
-    '/NetworkDriver.DeleteEndpoint': { iface: 'NetworkDriver', schema: N.DeleteEndpoint, run: (r: z.output<typeof N.DeleteEndpoint>) => n.deleteEndpoint(r) },
-    '/NetworkDriver.Join': { iface: 'NetworkDriver', schema: N.Join, run: (r: z.output<typeof N.Join>) => n.join(r) },
-    '/NetworkDriver.Leave': { iface: 'NetworkDriver', schema: N.Leave, run: (r: z.output<typeof N.Leave>) => n.leave(r) },
-    '/NetworkDriver.ProgramExternalConnectivity': {
-      iface: 'NetworkDriver',
-      schema: N.ProgramExternalConnectivity,
-      run: (r: z.output<typeof N.ProgramExternalConnectivity>) => n.programExternalConnectivity(r),
-    },
-    '/NetworkDriver.RevokeExternalConnectivity': {
-      iface: 'NetworkDriver',
-      schema: N.RevokeExternalConnectivity,
-      run: (r: z.output<typeof N.RevokeExternalConnectivity>) => n.revokeExternalConnectivity(r),
-    },
+    '/NetworkDriver.GwAllocCheck': nd(N.GwAllocCheck, (r) => n.gwAllocCheck(r)),
+    '/NetworkDriver.AllocateNetwork': nd(N.AllocateNetwork, (r) => n.allocateNetwork(r)),
+    '/NetworkDriver.FreeNetwork': nd(N.FreeNetwork, (r) => n.freeNetwork(r)),
+    '/NetworkDriver.CreateNetwork': nd(N.CreateNetwork, (r) => n.createNetwork(r)),
+    '/NetworkDriver.DeleteNetwork': nd(N.DeleteNetwork, (r) => n.deleteNetwork(r)),
+    '/NetworkDriver.CreateEndpoint': nd(N.CreateEndpoint, async (r) => {
+      const iface = await n.createEndpoint(r);
+      return iface === undefined ? {} : { Interface: iface };
+    }),
+    '/NetworkDriver.EndpointOperInfo': nd(N.EndpointOperInfo, async (r) => ({ Value: await n.endpointOperInfo(r) })),
+    '/NetworkDriver.DeleteEndpoint': nd(N.DeleteEndpoint, (r) => n.deleteEndpoint(r)),
+    '/NetworkDriver.Join': nd(N.Join, (r) => n.join(r)),
+    '/NetworkDriver.Leave': nd(N.Leave, (r) => n.leave(r)),
+    '/NetworkDriver.ProgramExternalConnectivity': nd(N.ProgramExternalConnectivity, (r) => n.programExternalConnectivity(r)),
+    '/NetworkDriver.RevokeExternalConnectivity': nd(N.RevokeExternalConnectivity, (r) => n.revokeExternalConnectivity(r)),
     // Multi-host discovery (swarm): a local-scope driver has nothing to do with it.
-    '/NetworkDriver.DiscoverNew': { iface: 'NetworkDriver', schema: N.DiscoverNew, run: empty },
-    '/NetworkDriver.DiscoverDelete': { iface: 'NetworkDriver', schema: N.DiscoverDelete, run: empty },
+    '/NetworkDriver.DiscoverNew': nd(N.DiscoverNew, empty),
+    '/NetworkDriver.DiscoverDelete': nd(N.DiscoverDelete, empty),
 
     '/IpamDriver.GetCapabilities': { iface: 'IpamDriver', run: () => i.getCapabilities() },
     '/IpamDriver.GetDefaultAddressSpaces': { iface: 'IpamDriver', run: () => i.getDefaultAddressSpaces() },
-    '/IpamDriver.RequestPool': { iface: 'IpamDriver', schema: IpamRequests.RequestPool, run: (r: z.output<typeof IpamRequests.RequestPool>) => i.requestPool(r) },
-    '/IpamDriver.ReleasePool': { iface: 'IpamDriver', schema: IpamRequests.ReleasePool, run: (r: z.output<typeof IpamRequests.ReleasePool>) => i.releasePool(r) },
-    '/IpamDriver.RequestAddress': {
-      iface: 'IpamDriver',
-      schema: IpamRequests.RequestAddress,
-      run: (r: z.output<typeof IpamRequests.RequestAddress>) => i.requestAddress(r),
-    },
-    '/IpamDriver.ReleaseAddress': {
-      iface: 'IpamDriver',
-      schema: IpamRequests.ReleaseAddress,
-      run: (r: z.output<typeof IpamRequests.ReleaseAddress>) => i.releaseAddress(r),
-    },
+    '/IpamDriver.RequestPool': ip(I.RequestPool, (r) => i.requestPool(r)),
+    '/IpamDriver.ReleasePool': ip(I.ReleasePool, (r) => i.releasePool(r)),
+    '/IpamDriver.RequestAddress': ip(I.RequestAddress, (r) => i.requestAddress(r)),
+    '/IpamDriver.ReleaseAddress': ip(I.ReleaseAddress, (r) => i.releaseAddress(r)),
   };
 
   return async (path, rawBody) => {

@@ -16,6 +16,7 @@ import { createMemoryIpamStore } from '../../ipam/memory-store.js';
 import { createFakeFirewall } from '../../sys/firewall/fake.js';
 import { createFakeNetlink } from '../../sys/netlink/fake.js';
 import { createMemoryStore } from '../../sys/store/memory.js';
+import { seededHex } from '../../test/helpers/cnm-world.js';
 import { createDispatcher, type DispatchResult } from './dispatch.js';
 import { createDockerIpam } from './ipam-driver.js';
 import { createDockerNetworkDriver } from './network-driver.js';
@@ -34,15 +35,10 @@ function world() {
   const store = createMemoryStore();
   const ipamStore = createMemoryIpamStore();
   const ipam = createIpam({ store: ipamStore, hostRoutes: async () => [], ulaSeed: 'test' });
-  let counter = 0;
-  const randomHex = (bytes: number): string => {
-    counter++;
-    let out = '';
-    for (let i = 0; out.length < bytes * 2; i++) out += createHash('sha256').update(`${counter}:${i}`).digest('hex');
-    return out.slice(0, bytes * 2);
-  };
+  const randomHex = seededHex();
+  let draws = 0;
   const driver = createBridgeDriver({ hostNs: HOST_NETNS, netlink: kernel.netlinkFor, sysctl: kernel.sysctlFor, firewall, log: nullLogger, randomHex });
-  const network = createDockerNetworkDriver({ driver, store, log: nullLogger, randomHex, randomInt: (n) => counter % n });
+  const network = createDockerNetworkDriver({ driver, store, log: nullLogger, randomHex, randomInt: (n) => draws++ % n });
   const dockerIpam = createDockerIpam({ ipam, log: nullLogger, randomHex });
   const dispatch = createDispatcher({ network, ipam: dockerIpam }, nullLogger);
   const call = (path: string, body: unknown = ''): Promise<DispatchResult> => dispatch(path, typeof body === 'string' ? body : JSON.stringify(body));
