@@ -147,9 +147,14 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     const mac = req.mac ?? randomMac(deps.randomHex);
     const undo = new UndoStack();
     try {
-      await host.addVeth({ name: req.hostIf, peer: req.peerIf, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) });
+      // One batch (one round trip): the pair, then its host end on the bridge.
+      const [made, attached] = await host.batch([
+        { op: 'addVeth', name: req.hostIf, peer: req.peerIf, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) },
+        { op: 'setLink', name: req.hostIf, changes: { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) } },
+      ]);
+      if (made && !made.ok) throw made.error;
       undo.push(`remove ${req.hostIf}`, () => host.removeLink(req.hostIf));
-      await host.setLink(req.hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) });
+      if (attached && !attached.ok) throw attached.error;
       undo.commit();
       log.debug('joined (peer left in the host namespace)', { network: req.network.id, endpoint: req.endpointId, hostIf: req.hostIf, peerIf: req.peerIf });
       return { hostIf: req.hostIf, mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) };
