@@ -351,7 +351,8 @@ export function createDockerNetworkDriver(deps: DockerNetworkDeps): DockerNetwor
 
     async programExternalConnectivity(req) {
       const net = await requireNetwork(req.NetworkID);
-      await store.withLock(`docker/endpoint/${req.EndpointID}`, async () => {
+      const id = parseEndpointId(req.EndpointID, 'EndpointID');
+      await store.withLock(`docker/endpoint/${id}`, async () => {
         const found = await requireEndpoint(req.EndpointID);
         const raw = req.Options[LABEL.portMap];
         if (!Array.isArray(raw) || raw.length === 0) {

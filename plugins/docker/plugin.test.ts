@@ -166,6 +166,9 @@ t.test('application errors: Err for NetworkDriver, Error for IpamDriver, with th
     ['/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP1, Interface: { Address: '10.77.0.5/24', MacAddress: '01:00:00:00:00:01' } }, 'Err', /^Interface\.MacAddress: /],
     ['/NetworkDriver.Join', { NetworkID: NET, EndpointID: EP2, SandboxKey: '/x' }, 'Err', /endpoint 46ef.* not found/],
     ['/NetworkDriver.EndpointOperInfo', { NetworkID: NET, EndpointID: EP2 }, 'Err', /not found/],
+    ['/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET, EndpointID: 'Not An Id', Options: {} }, 'Err', /^EndpointID: /],
+    ['/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET, EndpointID: EP2, Options: { 'com.docker.network.portmap': [{ Proto: 6, Port: 80, HostPort: 80 }] } }, 'Err', /endpoint 46ef.* not found/],
+    ['/NetworkDriver.RevokeExternalConnectivity', { NetworkID: 'x y', EndpointID: EP2 }, 'Err', /^NetworkID: /],
   ];
   for (const [path, body, key, re] of cases) {
     const r = await w.call(path, body);
