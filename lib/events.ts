@@ -11,6 +11,7 @@ import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/model.
 import { TsnetError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { parseIpAddr, parsePort, parseProto, prefixAddr, type IpAddr } from '../core/net.js';
+import type { PortRange } from '../sys/firewall/api.js';
 
 /** A port to publish, in plain numbers: `{ hostPort: 8080, containerPort: 80 }` or ranges. */
 export interface PublishPort {
@@ -29,7 +30,7 @@ export function toPortRequests(ports: readonly PublishPort[] | undefined): PortR
   if (ports === undefined) return undefined;
   return ports.map((p, i) => {
     const field = `ports[${i}]`;
-    const range = (v: PublishPort['hostPort'], f: string): PortRequest['hostPort'] => {
+    const range = (v: PublishPort['hostPort'], f: string): PortRange => {
       const r = typeof v === 'number' ? { start: v, end: v } : v;
       const start = parsePort(r.start, `${field}.${f}`);
       const end = parsePort(r.end, `${field}.${f}`);
