@@ -6,6 +6,7 @@
 import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.js';
 import { benchCnm } from './cnm.bench.js';
 import { benchDns } from './dns.bench.js';
+import { benchDocker } from './docker.bench.js';
 import { benchFirewall } from './firewall.bench.js';
 import { benchNetlink } from './netlink.bench.js';
 import { benchPorts } from './ports.bench.js';
@@ -20,6 +21,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
   ports: () => withIsolatedHost((host) => benchPorts(host)),
   dns: () => withIsolatedHost((host) => benchDns(host, { seconds: Number(process.env['TSNET_BENCH_DNS_SECONDS'] ?? 10) })),
+  docker: () => withIsolatedHost((host) => benchDocker(host, { n: 10 })),
 };
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
 const names = wanted.length > 0 ? wanted : Object.keys(all);

@@ -16,8 +16,9 @@ import type { Logger } from '../core/log.js';
 import { HOST_NETNS, prefixLen, type NetnsRef, type SandboxId } from '../core/net.js';
 import { hostsFile } from '../dns/hosts-file.js';
 import { containerResolvConf, parseResolvConf } from '../dns/resolv-conf.js';
-import { createDriverRegistry } from '../drivers/registry.js';
+import { createDriverRegistry, type DriverRegistry } from '../drivers/registry.js';
 import { createIpam } from '../ipam/allocator.js';
+import type { Ipam } from '../ipam/api.js';
 import { createStoreIpamStore } from '../ipam/store-adapter.js';
 import { createRuntime } from '../runtime/container.js';
 import { hostProcessTable, resolveTools } from '../runtime/host.js';
@@ -31,6 +32,7 @@ import { createNoneFirewall } from '../sys/firewall/none.js';
 import { createHostPorts } from '../sys/host-ports.js';
 import { createIproute2NetlinkFor } from '../sys/netlink/iproute2.js';
 import { createNetnsManager } from '../sys/netns.js';
+import type { Store } from '../sys/store/api.js';
 import { openFsStore } from '../sys/store/fs.js';
 import { createSysctlFor } from '../sys/sysctl.js';
 import type { ContainerDeps } from './commands/container.js';
@@ -51,9 +53,18 @@ export interface Settings {
   readonly daemonEntry?: string;
 }
 
+/** The parts below the controller, for the other ways in (the Docker plugin). */
+export interface EngineParts {
+  readonly store: Store;
+  readonly ipam: Ipam;
+  readonly drivers: DriverRegistry;
+  readonly randomHex: (bytes: number) => string;
+}
+
 export interface Engine {
   readonly controller: Controller;
   readonly firewall: Firewall;
+  readonly parts: EngineParts;
   readonly runtime: Runtime;
   readonly container: ContainerDeps;
   readonly netlink: { closeAll(): Promise<void> };
@@ -200,6 +211,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
   return {
     controller,
     firewall,
+    parts: { store, ipam, drivers, randomHex },
     runtime,
     container,
     netlink,

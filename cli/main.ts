@@ -18,6 +18,7 @@ import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js'
 import { parseArgs, str, type FlagSpec } from './args.js';
 import { containerCommands } from './commands/container.js';
 import { daemonCommands } from './commands/daemon.js';
+import { dockerPluginCommand } from './commands/docker-plugin.js';
 import { networkCommands } from './commands/network.js';
 import { systemCommands } from './commands/system.js';
 import type { Command, Io } from './commands/types.js';
@@ -77,10 +78,11 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     return w.controller;
   };
   const network = networkCommands(controller);
-  const top = {
+  const top: Record<string, Command> = {
     ...containerCommands(async () => (await getWorld()).container),
     ...systemCommands(async () => ({ controller: await controller(), firewall: (await getWorld()).firewall, hostNs: HOST_NETNS })),
     ...daemonCommands(settings),
+    'docker-plugin': dockerPluginCommand(async () => (await getWorld()).parts, log),
   };
   const [cmd, ...rest] = g.positionals;
   try {

@@ -75,6 +75,24 @@ export interface JoinResult {
   readonly mtu?: number;
 }
 
+/**
+ * A join where someone else owns the sandbox (Docker's remote driver protocol): the container end
+ * of the veth pair stays in the host namespace under a temporary name, with only its MAC and MTU
+ * set; the engine moves it into its sandbox, renames it and configures its addresses and routes.
+ * The matching leave is the ordinary `leave` with `hostIf` (deleting the host end deletes the pair
+ * wherever its peer is).
+ */
+export interface HostPeerJoinRequest {
+  readonly network: NetworkSpec;
+  readonly config: DriverConfig;
+  readonly endpointId: EndpointId;
+  /** The host-side interface (on the bridge). */
+  readonly hostIf: IfName;
+  /** The container end's temporary name in the host namespace. */
+  readonly peerIf: IfName;
+  readonly mac?: MacAddr;
+}
+
 export interface LeaveRequest {
   readonly network: NetworkSpec;
   readonly config: DriverConfig;
@@ -122,6 +140,8 @@ export interface NetworkDriver {
   restore(req: RestoreRequest): Promise<RestoreResult>;
   /** Connects a sandbox; undoes its own steps on failure. */
   join(req: JoinRequest): Promise<JoinResult>;
+  /** Connects a veth pair whose container end stays in the host namespace (drivers with a data path). */
+  joinHostPeer?(req: HostPeerJoinRequest): Promise<JoinResult>;
   /** Disconnects; succeeds if already gone; never needs the sandbox namespace to still exist. */
   leave(req: LeaveRequest): Promise<void>;
   /** Publishes ports of an endpoint (bridge only; others reject with INVALID_CONFIG). */

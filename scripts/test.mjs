@@ -13,7 +13,7 @@ import { Parser } from 'tap-parser';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 process.chdir(root);
-const SOURCE_DIRS = ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'cli', 'test', 'bench'];
+const SOURCE_DIRS = ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'cli', 'lib', 'test', 'bench'];
 const isRoot = process.getuid?.() === 0;
 const filters = process.argv.slice(2);
 

@@ -8,7 +8,7 @@ import { addrFamily, makePrefix, prefixLen, type EndpointId, type IfName, type M
 import { teardownAll } from '../../core/teardown.js';
 import { UndoStack } from '../../core/undo.js';
 import type { NetlinkOp } from '../../sys/netlink/api.js';
-import type { DriverDeps, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec, PublishRequest, RestoreRequest, RestoreResult } from '../api.js';
+import type { DriverDeps, HostPeerJoinRequest, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec, PublishRequest, RestoreRequest, RestoreResult } from '../api.js';
 import { parseBridgeOptions, readBridgeConfig } from './config.js';
 
 const DEFAULT_ROUTE: Record<4 | 6, Prefix> = { 4: '0.0.0.0/0' as Prefix, 6: '::/0' as Prefix };
@@ -144,6 +144,29 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     }
   }
 
+  async function joinHostPeer(req: HostPeerJoinRequest): Promise<JoinResult> {
+    const cfg = readBridgeConfig(req.config);
+    const host = deps.netlink(deps.hostNs);
+    const mac = req.mac ?? randomMac(deps.randomHex);
+    const undo = new UndoStack();
+    try {
+      // One batch (one round trip): the pair, then its host end on the bridge.
+      const [made, attached] = await host.batch([
+        { op: 'addVeth', name: req.hostIf, peer: req.peerIf, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) },
+        { op: 'setLink', name: req.hostIf, changes: { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) } },
+      ]);
+      if (made && !made.ok) throw made.error;
+      undo.push(`remove ${req.hostIf}`, () => host.removeLink(req.hostIf));
+      if (attached && !attached.ok) throw attached.error;
+      undo.commit();
+      log.debug('joined (peer left in the host namespace)', { network: req.network.id, endpoint: req.endpointId, hostIf: req.hostIf, peerIf: req.peerIf });
+      return { hostIf: req.hostIf, mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) };
+    } catch (err) {
+      await undo.unwind(log);
+      throw wrap(`join ${req.endpointId} to ${req.network.name}`, err);
+    }
+  }
+
   async function leave(req: LeaveRequest): Promise<void> {
     if (req.hostIf === undefined) return;
     // Deleting the host end deletes the pair; the sandbox need not exist any more.
@@ -188,6 +211,7 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     createNetwork,
     deleteNetwork,
     join,
+    joinHostPeer,
     leave,
     publish,
     unpublish: (endpointId) => deps.firewall.removePorts(endpointId),

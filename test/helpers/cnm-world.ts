@@ -31,20 +31,24 @@ export interface World {
   readonly host: { listeners: Listener[]; ephemeral: PortRange };
 }
 
+/** Deterministic but well spread hex, so prefixes (netns names, veth names) do not collide. */
+export function seededHex(): (bytes: number) => string {
+  let counter = 0;
+  return (bytes) => {
+    counter++;
+    let out = '';
+    for (let i = 0; out.length < bytes * 2; i++) out += createHash('sha256').update(`${counter}:${i}`).digest('hex');
+    return out.slice(0, bytes * 2);
+  };
+}
+
 export function makeWorld(opts: { readonly hostRoutes?: string[]; readonly onChange?: (e: CnmChange) => Promise<void> } = {}): World {
   const kernel = createFakeNetlink();
   const firewall = createFakeFirewall();
   const state = createMemoryCnmState();
   const files = new Map<string, string>();
   const namespaces = new Map<string, NetnsRef>();
-  let counter = 0;
-  // Deterministic but well spread, so prefixes (netns names, veth names) do not collide.
-  const randomHex = (bytes: number): string => {
-    counter++;
-    let out = '';
-    for (let i = 0; out.length < bytes * 2; i++) out += createHash('sha256').update(`${counter}:${i}`).digest('hex');
-    return out.slice(0, bytes * 2);
-  };
+  const randomHex = seededHex();
   const ipam = createIpam({ store: createMemoryIpamStore(), hostRoutes: async () => (opts.hostRoutes ?? []) as never, ulaSeed: 'test' });
   const dir = '/fake/netns';
   const netns: NetnsManager = {
