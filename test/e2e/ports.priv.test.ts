@@ -215,13 +215,14 @@ t.test('nft flush ruleset: doctor sees it, tsnet firewall reload restores every 
 });
 
 t.test('the iptables backend: published TCP/UDP from the neighbour and 127.0.0.1, flush and reload', { skip: skipUnlessRoot }, async (t) => {
-  await withPorts(async ({ host, ok, nbr }) => {
+  await withPorts(async ({ host, cli, ok, nbr }) => {
     await ok('network', 'create', '--subnet', '10.75.0.0/24', 'pub');
     await ok('run', '-d', '--name', 'web', '--hostname', 'web', '--network', 'pub', '-p', '8080:80', '-p', '8080:80/udp', '-p', '127.0.0.1:8081:81', '--', 'node', '-e', SERVER([80, 81]));
     t.equal(await answer(nbr, 'tcp', '192.168.50.1', 8080), 'hello x from web to 192.168.50.2', 'TCP from the neighbour');
     t.equal(await answer(nbr, 'udp', '192.168.50.1', 8080), 'hello x from web to 192.168.50.2', 'UDP from the neighbour');
     t.match(await answer(host.ns, 'tcp', '127.0.0.1', 8081), /^hello x from web/, '127.0.0.1-published from the host');
     t.notOk(await reachable(nbr, 'tcp', '192.168.50.1', 8081, 1000), '... not from the neighbour');
+    await stopDaemon(cli); // it would put the rules back by itself (tested above)
     await host.exec(['iptables', '-t', 'nat', '-F']);
     t.notOk(await reachable(nbr, 'tcp', '192.168.50.1', 8080, 1000), 'after flushing the nat table the port is gone');
     t.match(await ok('firewall', 'reload'), /^reloaded: /);
