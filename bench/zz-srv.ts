@@ -1,0 +1,10 @@
+import { nullLogger } from '../core/log.js';
+import { parseIpAddr, parsePrefix } from '../core/net.js';
+import { buildSnapshot } from '../dns/records.js';
+import { createDnsServer } from '../dns/server.js';
+const eps = Array.from({ length: 100 }, (_, i) => ({ networkId: 'a'.repeat(64), sandboxId: `s${i}`, addresses: [parseIpAddr(`10.0.0.${i + 2}`)], names: [`n${i}`] }));
+eps.push({ networkId: 'a'.repeat(64), sandboxId: 'c', addresses: [parseIpAddr('127.0.0.1')], names: ['client'] });
+const s = createDnsServer({ log: nullLogger, port: 53, upstreams: () => [], randomId: () => 1 });
+await s.update(buildSnapshot(1, [{ id: 'a'.repeat(64), name: 'n', internal: false, subnets: [parsePrefix('127.0.0.0/8')], gateways: [parseIpAddr('127.0.0.1')] }], eps));
+console.log('ready');
+setTimeout(async () => { console.log(s.stats()); await s.close(); }, Number(process.argv[2] ?? 8000));
