@@ -60,6 +60,8 @@ export interface DnsServer {
 
 interface Listener {
   readonly key: string;
+  /** A short number for cache keys. */
+  readonly idx: number;
   readonly networkId: string;
   readonly addr: IpAddr;
   readonly udp: dgram.Socket;
@@ -151,6 +153,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
   const listeners = new Map<string, Listener>();
   let inFlight = 0;
   let closed = false;
+  let listenerSeq = 0;
   const st: DnsServerStats = { queries: 0, cacheHits: 0, forwarded: 0, servfail: 0, overload: 0, dropped: 0, tcpConnections: 0, errors: 0 };
   const rotate = (key: string): number => {
     if (counters.size > 10_000) counters.clear();
@@ -198,7 +201,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
       st.dropped++;
       return false;
     }
-    const key = `${transport}|${l.networkId}|${source}|${msg.toString('latin1', 2)}`;
+    const key = `${transport === 'udp' ? 'u' : 't'}${l.idx}|${source}|${msg.toString('latin1', 2)}`;
     const hit = cache.get(key);
     if (hit !== undefined) {
       st.cacheHits++;
@@ -266,7 +269,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     const key = `${networkId}|${addr}`;
     const udp = dgram.createSocket({ type: addrFamily(addr) === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     const tcp = net.createServer();
-    const l: Listener = { key, networkId, addr, udp, tcp, conns: new Set() };
+    const l: Listener = { key, idx: ++listenerSeq, networkId, addr, udp, tcp, conns: new Set() };
     try {
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
@@ -288,10 +291,11 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
       throw new TsnetError('UNAVAILABLE', `dns: listen on ${addr} port ${o.port}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     udp.on('error', (err) => log.warn('udp socket error', { addr, err: err.message }));
+    const v4 = addrFamily(addr) === 4;
     udp.on('message', (msg, rinfo) => {
       try {
-        handle(l, msg, sourceOf(rinfo.address), 'udp', (r) => {
-          udp.send(r, rinfo.port, rinfo.address, () => undefined);
+        handle(l, msg, v4 ? (rinfo.address as IpAddr) : sourceOf(rinfo.address), 'udp', (r) => {
+          udp.send(r, rinfo.port, rinfo.address); // no callback: errors go to the 'error' handler
         });
       } catch (err) {
         // A bug must cost one query, never the resolver.

@@ -60,8 +60,7 @@ if (mode === 'query') {
   let sent = 0;
   for (const p of fuzzPackets({ count: args.count ?? 1000, seeds, seed: args.seed ?? 1 })) {
     if (Date.now() > deadline) break;
-    if (p.length === 0) continue;
-    sock.send(p, args.port, args.server);
+    sock.send(p, args.port, args.server); // empty datagrams too
     sent++;
     if (sent % 500 === 0) await new Promise((r) => setImmediate(r)); // let the socket drain
   }
