@@ -9,6 +9,10 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const entries = {
   tsnet: 'cli/main.ts',
   shim: 'runtime/shim-main.ts',
+  // CNI plugin binaries (issue #6): one bundle each, started by container runtimes.
+  'tsnet-bridge': 'plugins/cni/bin/tsnet-bridge.ts',
+  'tsnet-ipam': 'plugins/cni/bin/tsnet-ipam.ts',
+  'tsnet-portmap': 'plugins/cni/bin/tsnet-portmap.ts',
 };
 const t0 = Date.now();
 await build({
@@ -24,5 +28,5 @@ await build({
   banner: { js: "import { createRequire as __tsnetCreateRequire } from 'node:module'; const require = __tsnetCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
-chmodSync(`${root}/dist/tsnet.js`, 0o755);
+for (const e of ['tsnet', 'tsnet-bridge', 'tsnet-ipam', 'tsnet-portmap']) chmodSync(`${root}/dist/${e}.js`, 0o755);
 console.log(`build: ${Object.keys(entries).map((e) => `dist/${e}.js`).join(', ')} in ${Date.now() - t0} ms`);
