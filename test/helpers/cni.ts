@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { execDetails, inNetns, run } from '../../sys/exec.js';
+import type { IsolatedHost } from './isolated-host.js';
 
 export const DIST = fileURLToPath(new URL('../../dist/', import.meta.url));
 export const REFERENCE_DIR = '/usr/lib/cni';
@@ -183,3 +184,64 @@ export class Libcni {
     if (errors.length > 0) throw new Error(errors.join('; '));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The world the CNI tests share.
+
+export function bridgeList(version: string, dataDir: string, extra: Record<string, unknown> = {}): Conflist {
+  return {
+    cniVersion: version,
+    name: 'tnet',
+    plugins: [
+      {
+        type: 'tsnet-bridge',
+        bridge: 'tcni0',
+        isGateway: true,
+        isDefaultGateway: true,
+        ipMasq: true,
+        capabilities: { portMappings: true, ips: true, mac: true },
+        ipam: { type: 'tsnet-ipam', ranges: [[{ subnet: '10.77.0.0/24' }]], dataDir },
+        ...extra,
+      },
+    ],
+  };
+}
+
+export interface World {
+  readonly host: IsolatedHost;
+  readonly cni: Libcni;
+  readonly dataDir: string;
+}
+
+export async function world(host: IsolatedHost): Promise<World> {
+  const cniPath = await makeCniPath(join(host.runDir, 'cni-bin'));
+  return { host, cni: new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache') }), dataDir: join(host.stateDir, 'ipam') };
+}
+
+/** A neighbour on a link of its own to the host (192.168.77.2 → host 192.168.77.1). */
+export async function neighbour(host: IsolatedHost): Promise<NetnsRef> {
+  const n = await host.newNetns('nbr');
+  await host.exec(['ip', 'link', 'add', 'vn0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', nsPath(n)]);
+  await host.exec(['ip', 'addr', 'add', '192.168.77.1/24', 'dev', 'vn0']);
+  await host.exec(['ip', 'link', 'set', 'vn0', 'up']);
+  await host.execIn(n, ['ip', 'addr', 'add', '192.168.77.2/24', 'dev', 'eth0']);
+  await host.execIn(n, ['ip', 'link', 'set', 'eth0', 'up']);
+  return n;
+}
+
+export const nsPath = (ns: NetnsRef): string => (ns.kind === 'path' ? ns.path : '/proc/self/ns/net');
+
+export async function links(host: IsolatedHost): Promise<string[]> {
+  const out = (await host.exec(['ip', '-json', 'link', 'show'])).stdout;
+  return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname).sort();
+}
+
+export async function reservations(dir: string): Promise<string[]> {
+  return (await readdir(join(dir, 'tnet')).catch(() => [] as string[])).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')).sort();
+}
+
+export async function nftElements(host: IsolatedHost): Promise<number> {
+  const out = (await host.exec(['nft', 'list', 'ruleset'])).stdout;
+  return (out.match(/comment "cni-/g) ?? []).length;
+}
+
