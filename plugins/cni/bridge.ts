@@ -10,7 +10,7 @@
  * ignored, as CNI configurations are shared by the plugins of a list):
  *   bridge ("cni0"), isGateway (false), isDefaultGateway (false; implies isGateway), ipMasq
  *   (false), mtu, hairpinMode (accepted), icc (true: containers of the network reach each other),
- *   firewallBackend ("nftables" | "iptables" | "none"), ipam (required), dns.
+ *   firewallBackend (nftables, iptables or none; default nftables), ipam (required), dns.
  *
  * The network (bridge, gateway addresses, sysctls, firewall rules) is set up when an ADD finds the
  * bridge missing, under a cross-process lock; later ADDs only make sure the gateway address is
@@ -23,7 +23,6 @@ import {
 } from '../../core/net.js';
 import { teardownAll } from '../../core/teardown.js';
 import { UndoStack } from '../../core/undo.js';
-import type { FirewallBackend } from '../../sys/firewall/api.js';
 import type { NetlinkOp, RouteSpec } from '../../sys/netlink/api.js';
 import type { HostLocalStore } from '../../sys/store/host-local.js';
 import type { CniDeps } from './deps.js';
@@ -32,8 +31,6 @@ import { ipamAdd, ipamCheck, ipamDel, ipamGc, ourAddresses, parseIpamConfig, req
 import { cniEndpointId, cniEndpointPrefix, cniNetworkId, hostVethName, parsePortMappings, toFirewallMappings } from './names.js';
 import type { Attachment, Plugin, Request } from './skel.js';
 import { fromWire, parseDns, type Dns, type Interface, type IpConfig, type Result, type Route } from './spec.js';
-
-const FIREWALL_BACKENDS = ['nftables', 'iptables', 'none'] as const satisfies readonly FirewallBackend[];
 
 /** ipam.type values served in process (host-local's on-disk layout). */
 export const BUILTIN_IPAM = ['tsnet-ipam', 'tsnet', 'builtin'];
@@ -46,7 +43,8 @@ export interface BridgeConf {
   readonly mtu: number | undefined;
   readonly hairpin: boolean;
   readonly icc: boolean;
-  readonly firewall: FirewallBackend;
+  /** Validated by deps.firewall (the composition root knows the backends). */
+  readonly firewall: string;
   readonly ipamRaw: Readonly<Record<string, unknown>>;
   /** Parsed when the IPAM is built in; undefined when delegated. */
   readonly ipam: IpamConfig | undefined;
@@ -80,7 +78,7 @@ export function parseBridgeConf(c: Readonly<Record<string, unknown>>): BridgeCon
   const vlan = c['vlan'];
   if (vlan !== undefined && vlan !== 0) throw new CniError(CNI_ERR.UNSUPPORTED_FIELD, `vlan: ${JSON.stringify(vlan)}: VLAN filtering is not supported by tsnet-bridge`, 'unsupported field');
   const fw = c['firewallBackend'] ?? 'nftables';
-  if (typeof fw !== 'string' || !(FIREWALL_BACKENDS as readonly string[]).includes(fw)) throw invalid('firewallBackend', `must be one of ${FIREWALL_BACKENDS.join(', ')}`);
+  if (typeof fw !== 'string') throw invalid('firewallBackend', 'must be a string');
   const ipamRaw = c['ipam'];
   if (!isObj(ipamRaw)) throw invalid('ipam', ipamRaw === undefined ? 'missing (tsnet-bridge needs addresses: give ipam.ranges or ipam.type)' : 'must be an object');
   const t = ipamRaw['type'];
@@ -96,7 +94,7 @@ export function parseBridgeConf(c: Readonly<Record<string, unknown>>): BridgeCon
     mtu,
     hairpin: bool(c, 'hairpinMode', false),
     icc: bool(c, 'icc', true),
-    firewall: fw as FirewallBackend,
+    firewall: fw,
     ipamRaw,
     ipam: builtin ? parseIpamConfig(ipamRaw) : undefined,
     ipamType,
@@ -192,6 +190,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
 
   async function add(req: Request): Promise<Result> {
     const cfg = parseBridgeConf(req.config);
+    deps.firewall(cfg.firewall);
     const prev = prevResult(req);
     const ports = parsePortMappings(req.config);
     const mac = runtimeMac(req) ?? randomMac(deps.randomHex);

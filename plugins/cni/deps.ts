@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../../core/log.js';
 import type { NetnsRef } from '../../core/net.js';
-import type { Firewall, FirewallBackend } from '../../sys/firewall/api.js';
+import type { Firewall } from '../../sys/firewall/api.js';
 import type { NetlinkFor, SysctlFor } from '../../sys/netlink/api.js';
 import type { HostLocalStore } from '../../sys/store/host-local.js';
 
@@ -13,7 +13,9 @@ export interface CniDeps {
   readonly hostNs: NetnsRef;
   readonly netlink: NetlinkFor;
   readonly sysctl: SysctlFor;
-  readonly firewall: (backend: FirewallBackend) => Firewall;
+  /** The firewall of a backend named in the configuration (`firewallBackend`); INVALID_CONFIG naming
+   *  that field for an unknown name. */
+  readonly firewall: (backend: string) => Firewall;
   readonly log: Logger;
   readonly randomHex: (bytes: number) => string;
   /** The host-local store of `network` under `dataDir` (default /var/lib/cni/networks). */

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { HOST_NETNS } from '../../core/net.js';
 import { createJsonLogger, parseLogLevel } from '../../core/log.js';
 import { run } from '../../sys/exec.js';
-import type { Firewall, FirewallBackend } from '../../sys/firewall/api.js';
+import { TsnetError } from '../../core/errors.js';
+import { FIREWALL_BACKENDS, type Firewall, type FirewallBackend, type FirewallDeps } from '../../sys/firewall/api.js';
 import { createIptablesFirewall } from '../../sys/firewall/iptables.js';
 import { createNftablesFirewall } from '../../sys/firewall/nftables.js';
 import { createNoneFirewall } from '../../sys/firewall/none.js';
@@ -72,8 +73,9 @@ async function execPlugin(type: string, verb: string, path: readonly string[], e
 function buildDeps(): CniDeps {
   const log = createJsonLogger({ write: (l) => process.stderr.write(l), level: parseLogLevel(process.env['TSNET_CNI_LOG_LEVEL'], 'warn') });
   const netlink = createIproute2NetlinkFor({ log });
-  const firewalls = new Map<FirewallBackend, Firewall>();
+  const firewalls = new Map<string, Firewall>();
   const fwDeps = { netns: HOST_NETNS, log };
+  const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
   const locker = createLocker({ crossProcess: abstractSocketLock('tsnet-cni'), label: 'tsnet-cni' });
   return {
     hostNs: HOST_NETNS,
@@ -82,7 +84,10 @@ function buildDeps(): CniDeps {
     firewall(backend) {
       let fw = firewalls.get(backend);
       if (!fw) {
-        fw = backend === 'nftables' ? createNftablesFirewall(fwDeps) : backend === 'iptables' ? createIptablesFirewall(fwDeps) : createNoneFirewall();
+        if (!(FIREWALL_BACKENDS as readonly string[]).includes(backend)) {
+          throw new TsnetError('INVALID_CONFIG', `firewallBackend: ${JSON.stringify(backend)} is not one of ${FIREWALL_BACKENDS.join(', ')}`, { details: { field: 'firewallBackend' } });
+        }
+        fw = make[backend as FirewallBackend](fwDeps);
         firewalls.set(backend, fw);
       }
       return fw;

@@ -4,25 +4,21 @@
  * (one `nft -f` per ADD, O(1) per packet, no per-container chains), owned by the attachment, so DEL
  * and GC remove exactly that attachment's elements. prevResult is passed through unchanged.
  *
- * Configuration: `firewallBackend` ("nftables" | "iptables" | "none"), runtimeConfig.portMappings.
+ * Configuration: `firewallBackend` (nftables, iptables or none), runtimeConfig.portMappings.
  */
 import { TsnetError } from '../../core/errors.js';
 import { parseIfName, parseIpAddr, type IpAddr } from '../../core/net.js';
 import { teardownAll } from '../../core/teardown.js';
-import type { FirewallBackend } from '../../sys/firewall/api.js';
 import type { CniDeps } from './deps.js';
 import { cniEndpointId, cniEndpointPrefix, cniNetworkId, parsePortMappings, toFirewallMappings } from './names.js';
 import type { Plugin, Request } from './skel.js';
 import { fromWire, type Result } from './spec.js';
 
-const BACKENDS = ['nftables', 'iptables', 'none'] as const satisfies readonly FirewallBackend[];
-
-function backend(req: Request): FirewallBackend {
+/** The configured backend's name (deps.firewall validates it). */
+function backend(req: Request): string {
   const fw = req.config['firewallBackend'] ?? 'nftables';
-  if (typeof fw !== 'string' || !(BACKENDS as readonly string[]).includes(fw)) {
-    throw new TsnetError('INVALID_CONFIG', `firewallBackend: must be one of ${BACKENDS.join(', ')}`, { details: { field: 'firewallBackend' } });
-  }
-  return fw as FirewallBackend;
+  if (typeof fw !== 'string') throw new TsnetError('INVALID_CONFIG', 'firewallBackend: must be a string', { details: { field: 'firewallBackend' } });
+  return fw;
 }
 
 function needPrev(req: Request): Result {
@@ -65,7 +61,7 @@ export function createPortmapPlugin(deps: CniDeps): Plugin {
       if (!endpoints.includes(ep(req))) throw new TsnetError('NOT_FOUND', `published ports of ${req.containerId}/${req.ifName} are missing`, { details: { field: 'runtimeConfig.portMappings' } });
     },
     async status(req) {
-      backend(req);
+      deps.firewall(backend(req));
     },
     async gc(req, valid) {
       const fw = deps.firewall(backend(req));
