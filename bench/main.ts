@@ -4,6 +4,7 @@
  * Arguments narrow the run: `npm run bench -- netlink firewall`.
  */
 import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.js';
+import { benchCni } from './cni.bench.js';
 import { benchCnm } from './cnm.bench.js';
 import { benchFirewall } from './firewall.bench.js';
 import { benchNetlink } from './netlink.bench.js';
@@ -16,6 +17,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   firewall: () => withIsolatedHost((host) => benchFirewall(host)),
   store: () => benchStore(),
   cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
+  cni: () => withIsolatedHost((host) => benchCni(host, { n: 50, crowd: 200, parallel: 200 })),
 };
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
 const names = wanted.length > 0 ? wanted : Object.keys(all);

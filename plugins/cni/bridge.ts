@@ -23,7 +23,7 @@ import {
 } from '../../core/net.js';
 import { teardownAll } from '../../core/teardown.js';
 import { UndoStack } from '../../core/undo.js';
-import type { NetlinkOp, RouteSpec } from '../../sys/netlink/api.js';
+import type { Link, NetlinkOp, RouteSpec } from '../../sys/netlink/api.js';
 import type { HostLocalStore } from '../../sys/store/host-local.js';
 import type { CniDeps } from './deps.js';
 import { CNI_ERR, CniError } from './errors.js';
@@ -150,11 +150,11 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
   }
 
   /** Creates the bridge, its gateway addresses, sysctls and firewall rules if the bridge is missing. */
-  async function ensureNetwork(req: Request, cfg: BridgeConf, subnets: readonly { subnet: Prefix; gateway: IpAddr }[]): Promise<void> {
+  async function ensureNetwork(req: Request, cfg: BridgeConf, subnets: readonly { subnet: Prefix; gateway: IpAddr }[], existingP?: Promise<Link | undefined>): Promise<void> {
     const h = host();
     const gwOps = (): NetlinkOp[] =>
       cfg.isGateway ? subnets.map((s): NetlinkOp => ({ op: 'ensureAddr', dev: cfg.bridge, prefix: `${s.gateway}/${prefixLen(s.subnet)}` as Prefix, nodad: addrFamily(s.subnet) === 6 })) : [];
-    const existing = await h.getLink(cfg.bridge);
+    const existing = await (existingP ?? h.getLink(cfg.bridge));
     if (existing && existing.kind !== 'bridge') throw new TsnetError('ALREADY_EXISTS', `bridge: ${cfg.bridge} exists and is a ${existing.kind ?? 'non-bridge'} interface`, { details: { field: 'bridge' } });
     if (existing?.up) {
       const ops = gwOps();
@@ -201,6 +201,12 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     const ifName = req.ifName as IfName;
     const hostIf = hostVethName(req.name, req.containerId, req.ifName);
     const undo = new UndoStack();
+    let portsP: Promise<void> | undefined;
+    // Start both ip helper processes (host, container) and the bridge lookup now, while IPAM runs.
+    const h = host();
+    const ctr = deps.netlink(sandbox);
+    const bridgeP = h.getLink(cfg.bridge);
+    bridgeP.catch(() => undefined);
     try {
       // 1. addresses
       let ipamResult: Result;
@@ -223,12 +229,17 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         ? cfg.ipam.ranges.flat().map((r) => ({ subnet: r.subnet, gateway: r.gateway }))
         : ips.filter((i) => i.gateway !== undefined).map((i) => ({ subnet: prefixNetwork(i.prefix), gateway: i.gateway as IpAddr }));
 
-      // 2. the network
-      await ensureNetwork(req, cfg, subnets);
+      // 2. published ports (independent of the data path: applied meanwhile)
+      const mappings = toFirewallMappings(ports, ips.map((i) => prefixAddr(i.prefix)));
+      const ep = cniEndpointId(req.name, req.containerId, req.ifName);
+      portsP = mappings.length > 0 ? deps.firewall(cfg.firewall).ensurePorts({ endpointId: ep, networkId: cniNetworkId(req.name), bridge: cfg.bridge, mappings }) : Promise.resolve();
+      portsP.catch(() => undefined);
+      if (mappings.length > 0) undo.push('remove ports', () => deps.firewall(cfg.firewall).removePorts(ep));
 
-      // 3. the veth pair, addresses and routes inside
-      const h = host();
-      const ctr = deps.netlink(sandbox);
+      // 3. the network
+      await ensureNetwork(req, cfg, subnets, bridgeP);
+
+      // 4. the veth pair, addresses and routes inside
       const hostMac = randomMac(deps.randomHex);
       await h.addVeth({ name: hostIf, peer: ifName, peerNetns: sandbox, mac: hostMac, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) });
       undo.push(`remove ${hostIf}`, () => h.removeLink(hostIf));
@@ -250,17 +261,10 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
       const [, results] = await Promise.all([
         h.setLink(hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) }),
         ctr.batch(inside),
+        portsP,
       ]);
       const failed = results.find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
-
-      // 4. published ports
-      const mappings = toFirewallMappings(ports, ips.map((i) => prefixAddr(i.prefix)));
-      if (mappings.length > 0) {
-        const ep = cniEndpointId(req.name, req.containerId, req.ifName);
-        await deps.firewall(cfg.firewall).ensurePorts({ endpointId: ep, networkId: cniNetworkId(req.name), bridge: cfg.bridge, mappings });
-        undo.push('remove ports', () => deps.firewall(cfg.firewall).removePorts(ep));
-      }
       undo.commit();
 
       const base = prev?.interfaces?.length ?? 0;
@@ -283,6 +287,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         ...(dns !== undefined ? { dns } : prev?.dns !== undefined ? { dns: prev.dns } : {}),
       };
     } catch (err) {
+      await portsP?.catch(() => undefined); // settled before its undo step runs
       await undo.unwind(log);
       throw err;
     }
@@ -306,7 +311,11 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     if (parsePortMappings(req.config).length > 0 || prev === undefined) {
       steps.unshift({ label: 'ports', run: () => deps.firewall(cfg.firewall).removePorts(cniEndpointId(req.name, req.containerId, req.ifName)) });
     }
-    await teardownAll(steps);
+    // Independent steps: run them at once (teardownAll semantics: every step runs, NOT_FOUND is done).
+    await Promise.all(steps.map((st) => teardownAll([st]).then(() => undefined, (err: unknown) => err))).then((errs) => {
+      const real = errs.filter((e): e is Error => e instanceof Error);
+      if (real.length > 0) throw new AggregateError(real, `teardown: ${real.map((e) => e.message).join('; ')}`);
+    });
   }
 
   async function check(req: Request): Promise<void> {

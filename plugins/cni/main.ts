@@ -6,27 +6,8 @@
  *
  * TSNET_CNI_LOG_LEVEL (debug, info, warn (default), error): JSON lines on stderr.
  */
-import { randomBytes } from 'node:crypto';
-import { access, constants } from 'node:fs/promises';
-import { join } from 'node:path';
-import { HOST_NETNS } from '../../core/net.js';
-import { createJsonLogger, parseLogLevel } from '../../core/log.js';
-import { run } from '../../sys/exec.js';
-import { TsnetError } from '../../core/errors.js';
-import { FIREWALL_BACKENDS, type Firewall, type FirewallBackend, type FirewallDeps } from '../../sys/firewall/api.js';
-import { createIptablesFirewall } from '../../sys/firewall/iptables.js';
-import { createNftablesFirewall } from '../../sys/firewall/nftables.js';
-import { createNoneFirewall } from '../../sys/firewall/none.js';
-import { createIproute2NetlinkFor } from '../../sys/netlink/iproute2.js';
-import { isNetnsFile } from '../../sys/netns.js';
-import { openHostLocalStore } from '../../sys/store/host-local.js';
-import { abstractSocketLock, createLocker } from '../../sys/store/lock.js';
-import { createSysctlFor } from '../../sys/sysctl.js';
-import { createBridgePlugin } from './bridge.js';
+import type { Firewall, FirewallBackend, FirewallDeps } from '../../sys/firewall/api.js';
 import type { CniDeps } from './deps.js';
-import { CNI_ERR, CniError } from './errors.js';
-import { createIpamPlugin } from './ipam-plugin.js';
-import { createPortmapPlugin } from './portmap.js';
 import { dispatch, type Plugin } from './skel.js';
 
 export type PluginKind = 'bridge' | 'ipam' | 'portmap';
@@ -40,37 +21,22 @@ function readStdin(): Promise<string> {
   });
 }
 
-/** Finds `type` on CNI_PATH, executes it, parses its stdout (error JSON → CniError with its code). */
-async function execPlugin(type: string, verb: string, path: readonly string[], env: Readonly<Record<string, string>>, stdin: string): Promise<unknown> {
-  let bin: string | undefined;
-  for (const dir of path) {
-    const candidate = join(dir, type);
-    if (await access(candidate, constants.X_OK).then(() => true, () => false)) {
-      bin = candidate;
-      break;
-    }
-  }
-  if (bin === undefined) throw new CniError(CNI_ERR.INVALID_CONFIG, `ipam.type: plugin ${JSON.stringify(type)} not found on CNI_PATH (${path.join(':')})`, 'failed to find plugin');
-  let out: string;
-  try {
-    out = (await run([bin], { input: stdin, env: { ...env, CNI_COMMAND: verb }, timeoutMs: 60_000 })).stdout;
-  } catch (err) {
-    const d = (err as { details?: { stdout?: string; stderr?: string } }).details;
-    const text = d?.stdout?.trim() ?? '';
-    try {
-      const e = JSON.parse(text) as { code?: unknown; msg?: unknown; details?: unknown };
-      if (typeof e.code === 'number') {
-        throw new CniError(e.code, `${type} ${verb}: ${String(e.msg ?? '')}${e.details ? `: ${String(e.details)}` : ''}`, String(e.msg ?? `${type} failed`));
-      }
-    } catch (inner) {
-      if (inner instanceof CniError) throw inner;
-    }
-    throw new CniError(999, `${type} ${verb} failed: ${d?.stderr?.trim() || (err instanceof Error ? err.message : String(err))}`, `${type} failed`);
-  }
-  return out.trim() === '' ? undefined : JSON.parse(out);
-}
+/**
+ * The real parts, loaded only once the request is known to be well-formed (VERSION and malformed
+ * input never load them): dynamic imports, which the bundler turns into lazily evaluated modules.
+ */
+async function buildDeps(): Promise<CniDeps> {
+  const [
+    { execPlugin, randomHex }, { TsnetError }, { createJsonLogger, parseLogLevel }, { run },
+    { FIREWALL_BACKENDS }, { createIptablesFirewall }, { createNftablesFirewall }, { createNoneFirewall },
+    { createIproute2NetlinkFor }, { isNetnsFile }, { openHostLocalStore }, { abstractSocketLock, createLocker }, { createSysctlFor },
+  ] = await Promise.all([
+    import('./delegate.js'), import('../../core/errors.js'), import('../../core/log.js'), import('../../sys/exec.js'),
+    import('../../sys/firewall/api.js'), import('../../sys/firewall/iptables.js'), import('../../sys/firewall/nftables.js'), import('../../sys/firewall/none.js'),
+    import('../../sys/netlink/iproute2.js'), import('../../sys/netns.js'), import('../../sys/store/host-local.js'), import('../../sys/store/lock.js'), import('../../sys/sysctl.js'),
+  ]);
+  const HOST_NETNS = { kind: 'host' } as const;
 
-function buildDeps(): CniDeps {
   const log = createJsonLogger({ write: (l) => process.stderr.write(l), level: parseLogLevel(process.env['TSNET_CNI_LOG_LEVEL'], 'warn') });
   const netlink = createIproute2NetlinkFor({ log });
   const firewalls = new Map<string, Firewall>();
@@ -93,24 +59,27 @@ function buildDeps(): CniDeps {
       return fw;
     },
     log,
-    randomHex: (n) => randomBytes(n).toString('hex'),
+    randomHex,
     openIpamStore: (dataDir, network) => openHostLocalStore({ ...(dataDir !== undefined ? { dataDir } : {}), network }),
     withLock: (name, fn) => locker.withLock(name, fn),
     isNetns: isNetnsFile,
-    execPlugin,
+    execPlugin: (type, verb, path, env, stdin) => execPlugin(run, { type, verb, path, env, stdin }),
   };
 }
 
 const FACTORIES = {
-  bridge: createBridgePlugin,
-  ipam: createIpamPlugin,
-  portmap: createPortmapPlugin,
-} as const satisfies Record<PluginKind, (deps: CniDeps) => Plugin>;
+  bridge: async () => (await import('./bridge.js')).createBridgePlugin,
+  ipam: async () => (await import('./ipam-plugin.js')).createIpamPlugin,
+  portmap: async () => (await import('./portmap.js')).createPortmapPlugin,
+} as const satisfies Record<PluginKind, () => Promise<(deps: CniDeps) => Plugin>>;
 
 export async function runPlugin(kind: PluginKind): Promise<never> {
   const code = await dispatch(
     { env: process.env, readStdin, write: (t) => process.stdout.write(t) },
-    async () => FACTORIES[kind](buildDeps()),
+    async () => {
+      const [factory, deps] = await Promise.all([FACTORIES[kind](), buildDeps()]);
+      return factory(deps);
+    },
   );
   // Exit at once: the ip helper processes see EOF on their stdin and end by themselves.
   await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));

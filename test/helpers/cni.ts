@@ -31,7 +31,7 @@ export interface ExecResult {
 /** A CNI_PATH directory with tsnet's bundles (as `tsnet-*`) and links to the reference plugins. */
 export async function makeCniPath(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
-  for (const p of TSNET_PLUGINS) await symlink(join(DIST, `${p}.js`), join(dir, p)).catch(() => undefined);
+  for (const p of TSNET_PLUGINS) await symlink(join(DIST, `${p}.cjs`), join(dir, p)).catch(() => undefined);
   for (const p of await readdir(REFERENCE_DIR).catch(() => [] as string[])) await symlink(join(REFERENCE_DIR, p), join(dir, p)).catch(() => undefined);
   return dir;
 }
@@ -236,8 +236,8 @@ export async function links(host: IsolatedHost): Promise<string[]> {
   return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname).sort();
 }
 
-export async function reservations(dir: string): Promise<string[]> {
-  return (await readdir(join(dir, 'tnet')).catch(() => [] as string[])).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')).sort();
+export async function reservations(dir: string, network = 'tnet'): Promise<string[]> {
+  return (await readdir(join(dir, network)).catch(() => [] as string[])).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')).sort();
 }
 
 export async function nftElements(host: IsolatedHost): Promise<number> {
