@@ -85,3 +85,8 @@ export async function runPlugin(kind: PluginKind): Promise<never> {
   await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
   process.exit(code);
 }
+
+/** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */
+export async function preload(): Promise<void> {
+  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps()]);
+}
