@@ -165,6 +165,13 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
       return;
     }
     await deps.withLock(`cni-net-${cniNetworkId(req.name)}`, async () => {
+      // Concurrent first ADDs all find the bridge missing; the first one sets the network up.
+      if ((await h.getLink(cfg.bridge))?.up) {
+        const again = gwOps();
+        const failedGw = again.length > 0 ? (await h.batch(again)).find((r) => !r.ok) : undefined;
+        if (failedGw && !failedGw.ok) throw failedGw.error;
+        return;
+      }
       const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
       const failed = (await h.batch(ops)).find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;

