@@ -102,6 +102,32 @@ export function parseBridgeConf(c: Readonly<Record<string, unknown>>): BridgeCon
   };
 }
 
+/** `runtimeConfig.bandwidth` (bits/s, bits): a rate needs its burst, as with the reference plugin. */
+export interface Bandwidth {
+  readonly ingressRate?: number;
+  readonly ingressBurst?: number;
+  readonly egressRate?: number;
+  readonly egressBurst?: number;
+}
+
+export function parseBandwidth(config: Readonly<Record<string, unknown>>): Bandwidth | undefined {
+  const rc = config['runtimeConfig'];
+  const raw = isObj(rc) ? rc['bandwidth'] : undefined;
+  if (raw === undefined) return undefined;
+  if (!isObj(raw)) throw invalid('runtimeConfig.bandwidth', 'must be an object');
+  const out: Record<string, number> = {};
+  for (const k of ['ingressRate', 'ingressBurst', 'egressRate', 'egressBurst'] as const) {
+    const v = raw[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > Number.MAX_SAFE_INTEGER) throw invalid(`runtimeConfig.bandwidth.${k}`, 'must be a non-negative integer');
+    out[k] = v;
+  }
+  for (const side of ['ingress', 'egress'] as const) {
+    if ((out[`${side}Rate`] ?? 0) > 0 && !((out[`${side}Burst`] ?? 0) > 0)) throw invalid(`runtimeConfig.bandwidth.${side}Burst`, `must be given with ${side}Rate`);
+  }
+  return out as Bandwidth;
+}
+
 function runtimeMac(req: Request): MacAddr | undefined {
   const rc = req.config['runtimeConfig'];
   const fromRc = isObj(rc) ? rc['mac'] : undefined;
@@ -200,6 +226,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     deps.firewall(cfg.firewall);
     const prev = prevResult(req);
     const ports = parsePortMappings(req.config);
+    const bandwidth = parseBandwidth(req.config);
     const mac = runtimeMac(req) ?? randomMac(deps.randomHex);
     const requested = cfg.ipam ? requestedIps(req.config, req.args) : [];
     const netnsPath = req.netns as string;
@@ -272,6 +299,13 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
       ]);
       const failed = results.find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
+      if (bandwidth !== undefined) {
+        // Into the container: leaves the host end. Out of it: leaves the container end.
+        await Promise.all([
+          (bandwidth.ingressRate ?? 0) > 0 ? deps.tc(deps.hostNs).shape(hostIf, { rate: bandwidth.ingressRate ?? 0, burst: bandwidth.ingressBurst ?? 0 }) : undefined,
+          (bandwidth.egressRate ?? 0) > 0 ? deps.tc(sandbox).shape(ifName, { rate: bandwidth.egressRate ?? 0, burst: bandwidth.egressBurst ?? 0 }) : undefined,
+        ]);
+      }
       undo.commit();
 
       const base = prev?.interfaces?.length ?? 0;

@@ -7,12 +7,15 @@ import type { NetnsRef } from '../../core/net.js';
 import type { Firewall } from '../../sys/firewall/api.js';
 import type { NetlinkFor, SysctlFor } from '../../sys/netlink/api.js';
 import type { HostLocalStore } from '../../sys/store/host-local.js';
+import type { TcFor } from '../../sys/tc.js';
 
 export interface CniDeps {
   /** The namespace the plugin runs in (the runtime's "host"). */
   readonly hostNs: NetnsRef;
   readonly netlink: NetlinkFor;
   readonly sysctl: SysctlFor;
+  /** Traffic shaping (the `bandwidth` capability). */
+  readonly tc: TcFor;
   /** The firewall of a backend named in the configuration (`firewallBackend`); INVALID_CONFIG naming
    *  that field for an unknown name. */
   readonly firewall: (backend: string) => Firewall;

@@ -29,11 +29,11 @@ async function buildDeps(): Promise<CniDeps> {
   const [
     { execPlugin, randomHex }, { TsnetError }, { createJsonLogger, parseLogLevel }, { run },
     { FIREWALL_BACKENDS }, { createIptablesFirewall }, { createNftablesFirewall }, { createNoneFirewall },
-    { createIproute2NetlinkFor }, { isNetnsFile }, { openHostLocalStore }, { abstractSocketLock, createLocker }, { createSysctlFor },
+    { createIproute2NetlinkFor }, { isNetnsFile }, { openHostLocalStore }, { abstractSocketLock, createLocker }, { createSysctlFor }, { createTcFor },
   ] = await Promise.all([
     import('./delegate.js'), import('../../core/errors.js'), import('../../core/log.js'), import('../../sys/exec.js'),
     import('../../sys/firewall/api.js'), import('../../sys/firewall/iptables.js'), import('../../sys/firewall/nftables.js'), import('../../sys/firewall/none.js'),
-    import('../../sys/netlink/iproute2.js'), import('../../sys/netns.js'), import('../../sys/store/host-local.js'), import('../../sys/store/lock.js'), import('../../sys/sysctl.js'),
+    import('../../sys/netlink/iproute2.js'), import('../../sys/netns.js'), import('../../sys/store/host-local.js'), import('../../sys/store/lock.js'), import('../../sys/sysctl.js'), import('../../sys/tc.js'),
   ]);
   const HOST_NETNS = { kind: 'host' } as const;
 
@@ -47,6 +47,7 @@ async function buildDeps(): Promise<CniDeps> {
     hostNs: HOST_NETNS,
     netlink,
     sysctl: createSysctlFor(),
+    tc: createTcFor(),
     firewall(backend) {
       let fw = firewalls.get(backend);
       if (!fw) {

@@ -186,3 +186,40 @@ t.test('STATUS, VERSION, ips and mac capabilities, CNI_ARGS IP, prevResult amend
     t.same(await reservations(w.dataDir), [], 'all released');
   });
 });
+
+t.test('bandwidth capability: traffic shaped both ways (tbf on both ends of the veth)', { skip: skipUnlessRoot }, async (t) => {
+  await withIsolatedHost(async (host) => {
+    const w = await world(host);
+    const base = bridgeList('1.1.0', w.dataDir);
+    const list = { ...base, plugins: [{ ...base.plugins[0], capabilities: { bandwidth: true } }] };
+    const ns = await host.newNetns('bw');
+    const rate = 8_000_000;
+    const a = ctr('bw', nsPath(ns), { bandwidth: { ingressRate: rate, ingressBurst: 400_000, egressRate: rate, egressBurst: 400_000 } });
+    const r = await w.cni.addList(list, a);
+    const ip = (r['ips'] as { address: string }[])[0]?.address.split('/')[0] ?? '';
+    const hostIf = (r['interfaces'] as { name: string }[])[1]?.name ?? '';
+    const qd = (await host.exec(['tc', 'qdisc', 'show', 'dev', hostIf])).stdout;
+    t.match(qd, /tbf .*rate 8Mbit/, 'token bucket on the host end');
+    t.match((await host.execIn(ns, ['tc', 'qdisc', 'show', 'dev', 'eth0'])).stdout, /tbf .*rate 8Mbit/, 'token bucket on the container end');
+    host.spawnIn(ns, ['iperf3', '-s', '-p', '5201']);
+    const measure = async (reverse: boolean): Promise<number> => {
+      for (let i = 0; ; i++) {
+        try {
+          const out = (await host.exec(['iperf3', '-c', ip, '-p', '5201', '-t', '1', '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 20_000 })).stdout;
+          return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+        } catch (err) {
+          if (i >= 20) throw err;
+          await new Promise((res) => setTimeout(res, 200));
+        }
+      }
+    };
+    const into = await measure(false);
+    t.ok(into > rate * 0.3 && into < rate * 1.5, `into the container: ${(into / 1e6).toFixed(1)} Mbit/s at an 8 Mbit/s ingressRate`);
+    const out = await measure(true);
+    t.ok(out > rate * 0.3 && out < rate * 1.5, `out of the container: ${(out / 1e6).toFixed(1)} Mbit/s at an 8 Mbit/s egressRate`);
+    await w.cni.delList(list, a);
+    const bad = await w.cni.addList(list, ctr('bw2', nsPath(await host.newNetns('bw')), { bandwidth: { ingressRate: rate } })).then(() => undefined, (e: CniError) => e);
+    t.match(bad?.result.json?.['details'], /runtimeConfig\.bandwidth\.ingressBurst/, 'a rate without its burst is refused, naming the field');
+    t.same(await reservations(w.dataDir), [], 'nothing left');
+  });
+});
