@@ -18,7 +18,7 @@
  * creation, which the kernel makes atomic. What may race is only the round-robin hint
  * (last_reserved_ip) and a walk-based release seeing a file being created.
  */
-import { mkdir, open, readdir, readFile, realpath, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError } from '../../core/errors.js';
 import { abstractSocketLock, createLocker } from './lock.js';
@@ -60,15 +60,22 @@ const IP_FILE = /^[0-9a-fA-F.:]+$/;
 
 export async function openHostLocalStore(opts: { readonly dataDir?: string; readonly network: string; readonly lockTimeoutMs?: number }): Promise<HostLocalStore> {
   const dir = join(opts.dataDir ?? HOST_LOCAL_DATA_DIR, opts.network);
-  try {
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    // host-local creates it on open; keep the layout identical (and never truncate it).
-    await (await open(join(dir, 'lock'), 'a', 0o644)).close();
-  } catch (err) {
-    throw new TsnetError('UNAVAILABLE', `ipam dataDir ${dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { field: 'dataDir' } });
+  // One stat when the directory exists (every ADD but a network's first); host-local creates the
+  // directory and its `lock` file on open, and so do we when they are missing.
+  const present = await stat(dir).then((st) => st.isDirectory(), () => false);
+  if (!present) {
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o755 });
+      await (await open(join(dir, 'lock'), 'a', 0o644)).close();
+    } catch (err) {
+      throw new TsnetError('UNAVAILABLE', `ipam dataDir ${dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { field: 'dataDir' } });
+    }
   }
-  const scope = `host-local:${await realpath(dir)}`;
-  const locker = createLocker({ crossProcess: abstractSocketLock(scope), label: dir, ...(opts.lockTimeoutMs === undefined ? {} : { defaultTimeoutMs: opts.lockTimeoutMs }) });
+  let locker: ReturnType<typeof createLocker> | undefined;
+  const lockerFor = async (): Promise<ReturnType<typeof createLocker>> => {
+    locker ??= createLocker({ crossProcess: abstractSocketLock(`host-local:${await realpath(dir)}`), label: dir, ...(opts.lockTimeoutMs === undefined ? {} : { defaultTimeoutMs: opts.lockTimeoutMs }) });
+    return locker;
+  };
 
   const get = async (ip: string): Promise<HostLocalReservation | undefined> => {
     try {
@@ -81,7 +88,7 @@ export async function openHostLocalStore(opts: { readonly dataDir?: string; read
 
   return {
     dir,
-    withLock: (fn) => locker.withLock('ipam', fn),
+    withLock: async (fn) => (await lockerFor()).withLock('ipam', fn),
     async reserve(ip, containerId, ifName, rangeId) {
       let fh;
       try {
