@@ -9,7 +9,7 @@
  * Configuration (the reference bridge's keys and defaults where they exist; unknown keys are
  * ignored, as CNI configurations are shared by the plugins of a list):
  *   bridge ("cni0"), isGateway (false), isDefaultGateway (false; implies isGateway), ipMasq
- *   (false), mtu, hairpinMode (accepted), icc (true: containers of the network reach each other),
+ *   (false), mtu, hairpinMode (false), icc (true: containers of the network reach each other),
  *   firewallBackend (nftables, iptables or none; default nftables), ipam (required), dns.
  *
  * The network (bridge, gateway addresses, sysctls, firewall rules) is set up when an ADD finds the
@@ -293,7 +293,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         }),
       ];
       const [, results] = await Promise.all([
-        h.setLink(hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }) }),
+        h.setLink(hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }), ...(cfg.hairpin ? { hairpin: true } : {}) }),
         ctr.batch(inside),
         portsP,
       ]);

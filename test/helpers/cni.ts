@@ -199,6 +199,7 @@ export function bridgeList(version: string, dataDir: string, extra: Record<strin
         isGateway: true,
         isDefaultGateway: true,
         ipMasq: true,
+        hairpinMode: true,
         capabilities: { portMappings: true, ips: true, mac: true },
         ipam: { type: 'tsnet-ipam', ranges: [[{ subnet: '10.77.0.0/24' }]], dataDir },
         ...extra,

@@ -40,6 +40,8 @@ t.test('ADD/CHECK/DEL per version: result format, real packets, published port, 
       t.same(ifs.map((i) => i.name).slice(0, 1), ['tcni0'], `${v}: bridge first`);
       t.equal(ifs[ips[0]?.interface ?? -1]?.sandbox, a1.netns, `${v}: ips[].interface points at the container interface`);
       t.not(ip1, ip2, `${v}: distinct addresses`);
+      const port = JSON.parse((await host.exec(['ip', '-d', '-j', 'link', 'show', ifs[1]?.name ?? ''])).stdout) as { linkinfo?: { info_slave_data?: { hairpin?: boolean } } }[];
+      t.equal(port[0]?.linkinfo?.info_slave_data?.hairpin, true, `${v}: hairpinMode sets the bridge port's hairpin flag`);
       // real packets: container to container, and through the published port from a neighbour
       await startServer(host, ns1, 'tcp', '0.0.0.0', 80);
       t.match(await request(ns2, 'tcp', ip1, 80), /.+/, `${v}: c2 reaches c1`);
