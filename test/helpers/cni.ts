@@ -57,6 +57,8 @@ export async function execPlugin(ns: NetnsRef, bin: string, env: Readonly<Record
 
 export interface Conflist {
   readonly cniVersion: string;
+  /** Versions the list may be run at; the runtime picks the highest it supports (libcni 1.2). */
+  readonly cniVersions?: readonly string[];
   readonly name: string;
   readonly plugins: readonly Record<string, unknown>[];
 }
@@ -99,10 +101,18 @@ export class Libcni {
     return join(this.cacheDir, 'results', `${net}-${a.containerId}-${a.ifName}`);
   }
 
+  /** The version a list runs at: the highest of `cniVersions` this runtime speaks, else `cniVersion`. */
+  static version(list: Conflist): string {
+    const mine = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
+    const num = (v: string): number => v.split('.').reduce((acc, p) => acc * 1000 + Number(p), 0);
+    const ok = (list.cniVersions ?? []).filter((v) => mine.includes(v)).sort((a, b) => num(b) - num(a));
+    return ok[0] ?? list.cniVersion;
+  }
+
   /** The request libcni derives for one plugin of a list. */
   static request(list: Conflist, plugin: Record<string, unknown>, a: Attachment | undefined, prevResult: unknown): Record<string, unknown> {
     const { capabilities, ...rest } = plugin as { capabilities?: Record<string, boolean> };
-    const req: Record<string, unknown> = { ...rest, cniVersion: list.cniVersion, name: list.name };
+    const req: Record<string, unknown> = { ...rest, cniVersion: Libcni.version(list), name: list.name };
     if (a !== undefined) {
       const rc: Record<string, unknown> = {};
       for (const [cap, on] of Object.entries(capabilities ?? {})) if (on && a.capabilityArgs?.[cap] !== undefined) rc[cap] = a.capabilityArgs[cap];

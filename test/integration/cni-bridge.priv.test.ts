@@ -155,6 +155,12 @@ t.test('STATUS, VERSION, ips and mac capabilities, CNI_ARGS IP, prevResult amend
     const list = bridgeList('1.1.0', w.dataDir);
     await w.cni.statusList(list);
     t.pass('STATUS succeeds');
+    // cniVersions: the runtime picks the highest version both sides know
+    const nsv = await host.newNetns('v');
+    const multi = { ...list, cniVersion: '0.4.0', cniVersions: ['0.4.0', '1.1.0', '9.0.0'] };
+    const rv = await w.cni.addList(multi, ctr('multi', nsPath(nsv)));
+    t.equal(rv['cniVersion'], '1.1.0', 'cniVersions honoured: the list runs at 1.1.0');
+    await w.cni.delList(multi, ctr('multi', nsPath(nsv)));
     const v = await execPlugin(host.ns, join(w.cni.cniPath, 'tsnet-bridge'), { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"0.4.0"}');
     t.same(v.json, { cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] }, 'VERSION');
     const ns = await host.newNetns('c');
