@@ -134,13 +134,20 @@ export function parseDns(raw: unknown, field: string): Dns | undefined {
   });
 }
 
+/** A list of objects, each read by `item` with its field path ("prevResult.ips[2]"). */
+function objList<T>(raw: unknown, field: string, item: (o: Record<string, unknown>, f: string) => T): T[] {
+  if (!Array.isArray(raw)) throw bad(field, 'must be a list');
+  return raw.map((x: unknown, i) => {
+    const f = `${field}[${i}]`;
+    if (!isObj(x)) throw bad(f, 'must be an object');
+    return item(x, f);
+  });
+}
+
 export function parseRoutes(raw: unknown, field: string): Route[] | undefined {
   if (raw === undefined) return undefined;
-  if (!Array.isArray(raw)) throw bad(field, 'must be a list');
-  return raw.map((r, i) => {
-    const f = `${field}[${i}]`;
-    if (!isObj(r)) throw bad(f, 'must be an object');
-    return defined({
+  return objList(raw, field, (r, f) =>
+    defined({
       dst: str(r, 'dst', f, true) as string,
       gw: str(r, 'gw', f),
       mtu: num(r, 'mtu', f),
@@ -148,8 +155,8 @@ export function parseRoutes(raw: unknown, field: string): Route[] | undefined {
       priority: num(r, 'priority', f),
       table: num(r, 'table', f),
       scope: num(r, 'scope', f),
-    });
-  });
+    }),
+  );
 }
 
 /** Reads a result of any supported version (a prevResult, or a delegated IPAM plugin's output). */
@@ -157,25 +164,19 @@ export function fromWire(raw: unknown, field = 'prevResult'): Result {
   if (!isObj(raw)) throw bad(field, 'must be an object');
   const out: { interfaces?: Interface[]; ips?: IpConfig[]; routes?: Route[]; dns?: Dns } = {};
   if (raw['interfaces'] !== undefined) {
-    if (!Array.isArray(raw['interfaces'])) throw bad(`${field}.interfaces`, 'must be a list');
-    out.interfaces = raw['interfaces'].map((x, i) => {
-      const f = `${field}.interfaces[${i}]`;
-      if (!isObj(x)) throw bad(f, 'must be an object');
-      return defined({
+    out.interfaces = objList(raw['interfaces'], `${field}.interfaces`, (x, f) =>
+      defined({
         name: str(x, 'name', f, true) as string,
         mac: str(x, 'mac', f),
         mtu: num(x, 'mtu', f),
         sandbox: str(x, 'sandbox', f),
         socketPath: str(x, 'socketPath', f),
         pciID: str(x, 'pciID', f),
-      });
-    });
+      }),
+    );
   }
   if (raw['ips'] !== undefined) {
-    if (!Array.isArray(raw['ips'])) throw bad(`${field}.ips`, 'must be a list');
-    out.ips = raw['ips'].map((x, i) => {
-      const f = `${field}.ips[${i}]`;
-      if (!isObj(x)) throw bad(f, 'must be an object');
+    out.ips = objList(raw['ips'], `${field}.ips`, (x, f) => {
       const address = str(x, 'address', f, true) as string;
       if (!/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(address)) throw bad(`${f}.address`, `${JSON.stringify(address)} is not an address in CIDR form`);
       return defined({ address, gateway: str(x, 'gateway', f), interface: num(x, 'interface', f) });
