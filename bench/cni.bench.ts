@@ -121,7 +121,7 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
   const parallel = opts.parallel ?? 200;
   const cniPath = await makeCniPath(join(host.runDir, 'cni-bin'));
   const dataDir = join(host.stateDir, 'ipam');
-  const cni = new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache') });
+  const cni = new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache'), timeoutMs: 600_000 });
   const { tsnet, ref } = flavours(dataDir);
   const ts = await latency(host, cni, tsnet, n, crowd);
   const rf = await latency(host, cni, ref, n, crowd);

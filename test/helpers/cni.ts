@@ -37,7 +37,7 @@ export async function makeCniPath(dir: string): Promise<string> {
 }
 
 /** Runs one plugin binary once in namespace `ns` with `env` and `stdin`. */
-export async function execPlugin(ns: NetnsRef, bin: string, env: Readonly<Record<string, string>>, stdin: string): Promise<ExecResult> {
+export async function execPlugin(ns: NetnsRef, bin: string, env: Readonly<Record<string, string>>, stdin: string, timeoutMs = 60_000): Promise<ExecResult> {
   const parse = (s: string): Record<string, unknown> | undefined => {
     try {
       return JSON.parse(s) as Record<string, unknown>;
@@ -46,7 +46,7 @@ export async function execPlugin(ns: NetnsRef, bin: string, env: Readonly<Record
     }
   };
   try {
-    const r = await run(inNetns(ns, [bin]), { env, input: stdin, timeoutMs: 60_000 });
+    const r = await run(inNetns(ns, [bin]), { env, input: stdin, timeoutMs });
     return { exit: 0, stdout: r.stdout, stderr: r.stderr, json: parse(r.stdout) };
   } catch (err) {
     const d = execDetails(err);
@@ -91,8 +91,11 @@ export class Libcni {
   readonly ns: NetnsRef;
   readonly cniPath: string;
   readonly cacheDir: string;
-  constructor(opts: { readonly ns: NetnsRef; readonly cniPath: string; readonly cacheDir: string }) {
+  /** Per plugin process (the benchmark raises it: the reference chain needs minutes at 200 in parallel). */
+  readonly timeoutMs: number;
+  constructor(opts: { readonly ns: NetnsRef; readonly cniPath: string; readonly cacheDir: string; readonly timeoutMs?: number }) {
     this.ns = opts.ns;
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.cniPath = opts.cniPath;
     this.cacheDir = opts.cacheDir;
   }
@@ -131,7 +134,7 @@ export class Libcni {
   }
 
   async exec(type: string, verb: string, a: Attachment | undefined, req: Record<string, unknown>): Promise<ExecResult> {
-    return execPlugin(this.ns, join(this.cniPath, type), this.env(verb, a), JSON.stringify(req));
+    return execPlugin(this.ns, join(this.cniPath, type), this.env(verb, a), JSON.stringify(req), this.timeoutMs);
   }
 
   async addList(list: Conflist, a: Attachment): Promise<Record<string, unknown>> {

@@ -9,7 +9,7 @@ import t from 'tap';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NetnsRef } from '../../core/net.js';
-import { links, neighbour, nsPath, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
+import { Libcni, links, neighbour, nftElements, nsPath, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
 import { request, startServer } from '../helpers/traffic.js';
 
@@ -95,5 +95,40 @@ t.test('one data directory, two IPAM plugins: host-local and tsnet-ipam honour e
     await t.rejects(readFile(join(w.dataDir, 'sw', '10.85.0.2')), { code: 'ENOENT' }, 'tsnet-ipam released a host-local reservation');
     await t.rejects(readFile(join(w.dataDir, 'sw', '10.85.0.3')), { code: 'ENOENT' }, 'host-local released a tsnet-ipam reservation');
     for (const a of atts.slice(2)) await w.cni.delList(ours, a);
+  });
+});
+
+t.test('tsnet-ipam and tsnet-portmap on their own: STATUS, GC with valid attachments, STATUS 50', { skip: skipUnlessRoot }, async (t) => {
+  await withIsolatedHost(async (host) => {
+    const w = await world(host);
+    const list: Conflist = { cniVersion: '1.1.0', name: 'gi', plugins: [{ type: 'tsnet-ipam', ranges: [[{ subnet: '10.86.0.0/24' }]], dataDir: w.dataDir }] };
+    // tsnet-ipam reads its options from `ipam`, as every IPAM plugin does
+    const ipamReq = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({ cniVersion: '1.1.0', name: 'gi', ipam: { type: 'tsnet-ipam', ranges: [[{ subnet: '10.86.0.0/24' }]], dataDir: w.dataDir }, ...extra });
+    const add = async (id: string): Promise<string> => {
+      const r = await w.cni.exec('tsnet-ipam', 'ADD', { containerId: id, netns: '/proc/self/ns/net', ifName: 'eth0' }, ipamReq());
+      t.equal(r.exit, 0, `ADD ${id}`);
+      return ((r.json?.['ips'] as { address: string }[])[0]?.address ?? '').split('/')[0] ?? '';
+    };
+    const ipA = await add('ga');
+    const ipB = await add('gb');
+    t.equal((await w.cni.exec('tsnet-ipam', 'STATUS', undefined, ipamReq())).exit, 0, 'STATUS');
+    const gc = await w.cni.exec('tsnet-ipam', 'GC', undefined, ipamReq({ 'cni.dev/valid-attachments': [{ containerID: 'gb', ifname: 'eth0' }] }));
+    t.equal(gc.exit, 0, 'GC');
+    await t.rejects(readFile(join(w.dataDir, 'gi', ipA)), { code: 'ENOENT' }, 'the unlisted attachment is released');
+    t.equal(await readFile(join(w.dataDir, 'gi', ipB), 'utf8'), 'gb\r\neth0', 'the listed one is kept');
+    const broken = await w.cni.exec('tsnet-ipam', 'STATUS', undefined, { ...ipamReq(), ipam: { ranges: [[{ subnet: '10.86.0.0/24' }]], dataDir: '/proc/version/x' } });
+    t.equal(broken.json?.['code'], 50, 'STATUS with an unusable data directory: 50');
+    // tsnet-portmap GC: only this network's attachments not listed lose their ports
+    const pm = { type: 'tsnet-portmap', capabilities: { portMappings: true } };
+    const prev = (ip: string): Record<string, unknown> => ({ cniVersion: '1.1.0', interfaces: [{ name: 'eth0', sandbox: '/x' }], ips: [{ address: `${ip}/24`, interface: 0 }] });
+    for (const [id, ip, port] of [['ga', ipB, 7101], ['gb', ipB, 7102]] as const) {
+      const a = { containerId: id, netns: '/proc/self/ns/net', ifName: 'eth0', capabilityArgs: { portMappings: [{ hostPort: port, containerPort: 80, protocol: 'tcp' }] } };
+      const r = await w.cni.exec('tsnet-portmap', 'ADD', a, Libcni.request(list, pm, a, prev(ip)));
+      t.equal(r.exit, 0, `portmap ADD ${id}`);
+    }
+    t.equal(await nftElements(host), 2, 'two port elements');
+    const gc2 = await w.cni.exec('tsnet-portmap', 'GC', undefined, { ...Libcni.request(list, pm, undefined, undefined), 'cni.dev/valid-attachments': [{ containerID: 'gb', ifname: 'eth0' }] });
+    t.equal(gc2.exit, 0, 'portmap GC');
+    t.equal(await nftElements(host), 1, 'one left');
   });
 });
