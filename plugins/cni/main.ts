@@ -1,8 +1,10 @@
 /**
- * The composition root of the CNI plugin binaries (dist/tsnet-bridge.js, tsnet-ipam.js,
- * tsnet-portmap.js; entry points in plugins/cni/bin/). Reads the environment, builds the real sys
- * parts lazily (nothing heavy before the verb is known: VERSION and malformed input never start a
- * helper process), runs the skeleton and exits with its status.
+ * The composition root of the CNI plugin binaries tsnet-bridge, tsnet-ipam and tsnet-portmap: one
+ * CommonJS bundle (dist/tsnet-cni.cjs) started from a V8 startup snapshot in which `preload` has
+ * already evaluated every part, or through plugins/cni/bin/loader.cjs with a code cache (see
+ * cli/commands/cni.ts). Reads the environment, builds the real sys parts only once the request is
+ * known to be well-formed (VERSION and malformed input never start a helper process), runs the
+ * skeleton and exits with its status.
  *
  * TSNET_CNI_LOG_LEVEL (debug, info, warn (default), error): JSON lines on stderr.
  */

@@ -3,7 +3,7 @@
  * spec's error JSON and the exit status. Pure apart from the injected I/O, so it is unit-tested
  * without root. Every plugin binary (bridge, ipam, portmap) runs through `dispatch`.
  *
- * Strictness, as libcni/skel do it (ROADMAP: ../shared/reference/protocols.md §4.1):
+ * Strictness, as libcni and the reference skel do it (summary in ../shared/reference/protocols.md §4.1):
  * - CNI_COMMAND missing or unknown, a required variable missing, a bad container id or interface
  *   name, a malformed CNI_ARGS: code 4 naming the variable.
  * - stdin not JSON (or not an object): 6. Network name missing or malformed, cniVersion missing: 7.
