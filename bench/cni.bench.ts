@@ -39,50 +39,79 @@ interface Phase {
   readonly del: number[];
 }
 
-/** Adds `count` containers with ports base+i, timing each ADD; returns the attachments. */
-async function addMany(host: IsolatedHost, cni: Libcni, f: Flavour, prefix: string, from: number, count: number, timings?: number[]): Promise<Attachment[]> {
-  const out: Attachment[] = [];
+interface Timed {
+  readonly f: Flavour;
+  readonly atts: Attachment[];
+  readonly times: number[];
+}
+
+/**
+ * ADDs containers from+0 .. from+count-1 for every flavour, INTERLEAVED (container i of each
+ * flavour, then i+1...), so that both see the same machine load: this machine is shared, and its
+ * load swings within minutes (measured 7 to 80), which made back-to-back phases incomparable.
+ */
+async function addMany(host: IsolatedHost, cni: Libcni, fs: readonly Flavour[], prefix: string, from: number, count: number): Promise<Timed[]> {
+  const out: Timed[] = fs.map((f) => ({ f, atts: [], times: [] }));
   for (let i = from; i < from + count; i++) {
-    const ns = await host.newNetns(prefix);
-    const a: Attachment = { containerId: `${prefix}${i}`, netns: nsPath(ns), ifName: 'eth0', capabilityArgs: { portMappings: [{ hostPort: 20000 + i, containerPort: 80, protocol: 'tcp' }] } };
-    const t0 = performance.now();
-    await cni.addList(f.list, a);
-    timings?.push(performance.now() - t0);
-    out.push(a);
+    for (const o of out) {
+      const ns = await host.newNetns(prefix);
+      const a: Attachment = { containerId: `${prefix}${o.f.list.name}${i}`, netns: nsPath(ns), ifName: 'eth0', capabilityArgs: { portMappings: [{ hostPort: (o.f.list.name === 'bt' ? 20000 : 40000) + i, containerPort: 80, protocol: 'tcp' }] } };
+      const t0 = performance.now();
+      await cni.addList(o.f.list, a);
+      o.times.push(performance.now() - t0);
+      o.atts.push(a);
+    }
   }
   return out;
 }
 
-async function delMany(cni: Libcni, f: Flavour, atts: readonly Attachment[], timings?: number[]): Promise<void> {
-  for (const a of atts) {
-    const t0 = performance.now();
-    await cni.delList(f.list, a);
-    timings?.push(performance.now() - t0);
+/** DELs, interleaved the same way; returns the times per flavour. */
+async function delMany(cni: Libcni, added: readonly Timed[]): Promise<number[][]> {
+  const times = added.map(() => [] as number[]);
+  const n = Math.max(...added.map((o) => o.atts.length));
+  for (let i = 0; i < n; i++) {
+    for (const [k, o] of added.entries()) {
+      const a = o.atts[i];
+      if (a === undefined) continue;
+      const t0 = performance.now();
+      await cni.delList(o.f.list, a);
+      times[k]?.push(performance.now() - t0);
+    }
   }
+  return times;
 }
 
 async function removeNetns(host: IsolatedHost, atts: readonly Attachment[]): Promise<void> {
   for (const a of atts) await host.netns.remove(a.netns.split('/').pop() ?? '');
 }
 
-/** N timed ADDs then N timed DELs on an empty bridge, then the same with 200 containers present. */
-async function latency(host: IsolatedHost, cni: Libcni, f: Flavour, n: number, crowd: number): Promise<{ empty: Phase; crowded: Phase; firstAdd: number; lastAdd: number }> {
-  const empty: Phase = { add: [], del: [] };
-  const crowded: Phase = { add: [], del: [] };
+interface Latency {
+  readonly empty: Phase;
+  readonly crowded: Phase;
+  readonly firstAdd: number;
+  readonly lastAdd: number;
+}
+
+/** N timed ADDs then N timed DELs on an empty bridge, then the same with `crowd` containers present. */
+async function latency(host: IsolatedHost, cni: Libcni, fs: readonly Flavour[], n: number, crowd: number): Promise<Latency[]> {
   // warm-up (page cache, first network setup), not timed
-  const warm = await addMany(host, cni, f, `w${f.list.name}`, 0, 2);
-  await delMany(cni, f, warm);
-  await removeNetns(host, warm);
-  const first = await addMany(host, cni, f, `e${f.list.name}`, 0, n, empty.add);
-  await delMany(cni, f, first, empty.del);
-  await removeNetns(host, first);
-  const fill: number[] = [];
-  const crowdAtts = await addMany(host, cni, f, `f${f.list.name}`, 100, crowd, fill);
-  const timed = await addMany(host, cni, f, `c${f.list.name}`, 100 + crowd, n, crowded.add);
-  await delMany(cni, f, timed, crowded.del);
-  await delMany(cni, f, crowdAtts);
-  await removeNetns(host, [...timed, ...crowdAtts]);
-  return { empty, crowded, firstAdd: stats(fill.slice(0, 10)).median, lastAdd: stats(fill.slice(-10)).median };
+  const warm = await addMany(host, cni, fs, 'w', 0, 2);
+  await delMany(cni, warm);
+  await removeNetns(host, warm.flatMap((o) => o.atts));
+  const first = await addMany(host, cni, fs, 'e', 0, n);
+  const firstDel = await delMany(cni, first);
+  await removeNetns(host, first.flatMap((o) => o.atts));
+  const fill = await addMany(host, cni, fs, 'f', 100, crowd);
+  const timed = await addMany(host, cni, fs, 'c', 100 + crowd, n);
+  const timedDel = await delMany(cni, timed);
+  await delMany(cni, fill);
+  await removeNetns(host, [...timed, ...fill].flatMap((o) => o.atts));
+  return fs.map((_, k) => ({
+    empty: { add: first[k]?.times ?? [], del: firstDel[k] ?? [] },
+    crowded: { add: timed[k]?.times ?? [], del: timedDel[k] ?? [] },
+    firstAdd: stats((fill[k]?.times ?? []).slice(0, 10)).median,
+    lastAdd: stats((fill[k]?.times ?? []).slice(-10)).median,
+  }));
 }
 
 /** `count` concurrent ADDs, then `count` concurrent DELs; checks success, distinct IPs, nothing left. */
@@ -123,8 +152,7 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
   const dataDir = join(host.stateDir, 'ipam');
   const cni = new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache'), timeoutMs: 600_000 });
   const { tsnet, ref } = flavours(dataDir);
-  const ts = await latency(host, cni, tsnet, n, crowd);
-  const rf = await latency(host, cni, ref, n, crowd);
+  const [ts, rf] = (await latency(host, cni, [tsnet, ref], n, crowd)) as [Latency, Latency];
   const pts = await concurrent(host, cni, tsnet, parallel, dataDir);
   const prf = await concurrent(host, cni, ref, parallel, dataDir);
   const leftElements = await nftElements(host);
@@ -162,6 +190,7 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
       prf.note,
       `fill phase (untimed in the rows above): tsnet ADD median of the first 10 ${ts.firstAdd.toFixed(1)} ms, of the last 10 ${ts.lastAdd.toFixed(1)} ms; reference ${rf.firstAdd.toFixed(1)} / ${rf.lastAdd.toFixed(1)} ms`,
       'Each ADD/DEL includes starting the plugin processes (node for tsnet, Go binaries for the reference) and the test runner\'s own process start through nsenter.',
+      'Latency phases interleave the two flavours container by container (same machine load for both); the concurrent phases run one after the other.',
     ],
   };
 }
