@@ -4,6 +4,7 @@
  * Arguments narrow the run: `npm run bench -- netlink firewall`.
  */
 import { assertIsolated, withIsolatedHost } from '../test/helpers/isolated-host.js';
+import { benchCni } from './cni.bench.js';
 import { benchCnm } from './cnm.bench.js';
 import { benchDns } from './dns.bench.js';
 import { benchDocker } from './docker.bench.js';
@@ -22,6 +23,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   ports: () => withIsolatedHost((host) => benchPorts(host)),
   dns: () => withIsolatedHost((host) => benchDns(host, { seconds: Number(process.env['TSNET_BENCH_DNS_SECONDS'] ?? 10) })),
   docker: () => withIsolatedHost((host) => benchDocker(host, { n: 10 })),
+  cni: () => withIsolatedHost((host) => benchCni(host, { n: 50, crowd: 200, parallel: 200 })),
 };
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
 const names = wanted.length > 0 ? wanted : Object.keys(all);

@@ -16,6 +16,7 @@ import { createJsonLogger, parseLogLevel } from '../core/log.js';
 import { HOST_NETNS } from '../core/net.js';
 import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js';
 import { parseArgs, str, type FlagSpec } from './args.js';
+import { cniCommands } from './commands/cni.js';
 import { containerCommands } from './commands/container.js';
 import { daemonCommands } from './commands/daemon.js';
 import { dockerPluginCommand } from './commands/docker-plugin.js';
@@ -44,6 +45,7 @@ function helpText(commands: Record<string, Command>, network: Record<string, Com
     'Commands:',
     ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(22)} ${c.summary}`),
     ...Object.entries(network).map(([n, c]) => `  ${`network ${n}`.padEnd(22)} ${c.summary}`),
+    ...Object.entries(cniCommands()).map(([n, c]) => `  ${`cni ${n}`.padEnd(22)} ${c.summary}`),
     '',
     'Global options:',
     ...GLOBAL.map((g) => `  --${g.name}${g.type === 'string' ? ` ${g.placeholder ?? ''}` : ''}`.padEnd(26) + g.help),
@@ -99,6 +101,16 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       const c = sub === undefined ? undefined : network[sub === 'list' ? 'ls' : sub === 'remove' ? 'rm' : sub];
       if (!c) {
         io.out(`Usage: tsnet network COMMAND\n\nCommands:\n${Object.entries(network).map(([n, x]) => `  ${n.padEnd(12)} ${x.summary}\n`).join('')}`);
+        return sub === undefined || sub === '--help' ? 0 : EXIT_CODE.INVALID_CONFIG;
+      }
+      return (await c.run(args, io)) || 0;
+    }
+    if (cmd === 'cni') {
+      // CNI plugin installation (issue #6).
+      const [sub, ...args] = rest;
+      const c = sub === undefined ? undefined : cniCommands()[sub];
+      if (!c) {
+        io.out(`Usage: tsnet cni COMMAND\n\nCommands:\n${Object.entries(cniCommands()).map(([n, x]) => `  ${n.padEnd(12)} ${x.summary}\n`).join('')}`);
         return sub === undefined || sub === '--help' ? 0 : EXIT_CODE.INVALID_CONFIG;
       }
       return (await c.run(args, io)) || 0;

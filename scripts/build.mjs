@@ -2,7 +2,8 @@
 // Bundles each entry point into one ESM file under dist/ (fast start: one file to load, no
 // TypeScript at run time). `tsc --noEmit` (npm test) does the type checking.
 import { build } from 'esbuild';
-import { chmodSync } from 'node:fs';
+import { chmodSync, copyFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -26,7 +27,29 @@ await build({
   logLevel: 'warning',
 });
 chmodSync(`${root}/dist/tsnet.js`, 0o755);
-console.log(`build: ${Object.keys(entries).map((e) => `dist/${e}.js`).join(', ')} in ${Date.now() - t0} ms`);
+
+// CNI plugin binaries (issue #6): one minified CommonJS bundle shared by the three plugins, started
+// from a V8 startup snapshot (or a code cache); see cli/commands/cni.ts and plugins/cni/bin/loader.cjs.
+await build({
+  absWorkingDir: root,
+  entryPoints: { 'tsnet-cni': 'plugins/cni/main.ts' },
+  outdir: 'dist',
+  outExtension: { '.js': '.cjs' },
+  bundle: true,
+  minify: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  sourcemap: 'linked',
+  legalComments: 'none',
+  logLevel: 'warning',
+});
+// The loader goes beside the bundle; `tsnet cni install` (cli/commands/cni.ts) writes the three
+// binaries (named .cjs here: dist/ is a "type": "module" package), the V8 startup snapshot and the
+// code cache, exactly as it does in /opt/cni/bin.
+copyFileSync(`${root}/plugins/cni/bin/loader.cjs`, `${root}/dist/tsnet-cni-loader.cjs`);
+execFileSync(process.execPath, [`${root}/dist/tsnet.js`, 'cni', 'install', '--bin-dir', `${root}/dist`, '--conf-dir', '', '--suffix', '.cjs'], { stdio: ['ignore', 'ignore', 'inherit'] });
+console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs'].join(', ')} in ${Date.now() - t0} ms`);
 // `--types`: the library's declarations (dist/types) for TypeScript consumers of `import ... from
 // 'tsnet'`. Slow (a full tsc pass), so only `npm run build` asks for it, not the test runs.
 if (process.argv.includes('--types')) {

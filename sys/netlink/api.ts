@@ -94,6 +94,9 @@ export interface LinkChanges {
    * `master`, so both may be given at once; NOT_FOUND/INVALID_CONFIG if the link is no bridge port.
    */
   readonly isolated?: boolean;
+  /** Bridge port hairpin mode (`bridge_slave hairpin`): frames may go back out of the port they came in
+   *  on (a container reaching itself through a published port). Same rules as `isolated`. */
+  readonly hairpin?: boolean;
 }
 
 export interface AddrOptions {

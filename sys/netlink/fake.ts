@@ -337,7 +337,7 @@ export function createFakeNetlink(): FakeNetlink {
       if (master === l || master.kind !== 'bridge' || l.kind === 'loopback') throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Operation not supported`);
     }
     const willHaveMaster = master === undefined ? l.master !== undefined : master !== null;
-    if (c.isolated !== undefined && !willHaveMaster) throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Operation not supported`);
+    if ((c.isolated !== undefined || c.hairpin !== undefined) && !willHaveMaster) throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Operation not supported`);
     if (c.mac !== undefined) l.mac = c.mac;
     if (c.mtu !== undefined) l.mtu = c.mtu;
     if (c.isolated !== undefined) l.isolated = c.isolated;

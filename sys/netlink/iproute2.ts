@@ -226,7 +226,8 @@ export function opLines(op: NetlinkOp, ns: NetnsRef, selfNetns: string): string[
       if (c.up !== undefined) args += c.up ? ' up' : ' down';
       const dev = c.name ?? op.name;
       // Port options need the master set first: a second line, after the main one.
-      const port = c.isolated === undefined ? [] : [`link set dev ${dev} type bridge_slave isolated ${c.isolated ? 'on' : 'off'}`];
+      const portOpts = `${c.isolated === undefined ? '' : ` isolated ${c.isolated ? 'on' : 'off'}`}${c.hairpin === undefined ? '' : ` hairpin ${c.hairpin ? 'on' : 'off'}`}`;
+      const port = portOpts === '' ? [] : [`link set dev ${dev} type bridge_slave${portOpts}`];
       return [...(args === '' ? [] : [`link set dev ${op.name}${args}`]), ...port];
     }
     case 'addAddr':

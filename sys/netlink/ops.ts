@@ -94,7 +94,7 @@ function checkChanges(raw: LinkChanges, field: string): LinkChanges {
   if (typeof raw !== 'object' || raw === null) throw invalid(field, raw, 'not an object');
   const out: { -readonly [K in keyof LinkChanges]: LinkChanges[K] } = {};
   for (const key of Object.keys(raw)) {
-    if (!['up', 'mtu', 'mac', 'master', 'name', 'isolated'].includes(key)) throw invalid(`${field}.${key}`, (raw as Record<string, unknown>)[key], 'unknown link attribute');
+    if (!['up', 'mtu', 'mac', 'master', 'name', 'isolated', 'hairpin'].includes(key)) throw invalid(`${field}.${key}`, (raw as Record<string, unknown>)[key], 'unknown link attribute');
   }
   if (raw.up !== undefined) {
     if (typeof raw.up !== 'boolean') throw invalid(`${field}.up`, raw.up, 'must be true or false');
@@ -107,6 +107,10 @@ function checkChanges(raw: LinkChanges, field: string): LinkChanges {
   if (raw.isolated !== undefined) {
     if (typeof raw.isolated !== 'boolean') throw invalid(`${field}.isolated`, raw.isolated, 'must be true or false');
     out.isolated = raw.isolated;
+  }
+  if (raw.hairpin !== undefined) {
+    if (typeof raw.hairpin !== 'boolean') throw invalid(`${field}.hairpin`, raw.hairpin, 'must be true or false');
+    out.hairpin = raw.hairpin;
   }
   return out;
 }

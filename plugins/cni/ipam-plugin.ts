@@ -1,0 +1,59 @@
+/**
+ * tsnet-ipam: the IPAM plugin, host-local-compatible in options and on-disk layout (see ipam.ts and
+ * sys/store/host-local.ts), so that `"ipam": {"type": "tsnet-ipam", ...}` and `"type":
+ * "host-local"` are interchangeable on a node, reservations included. Adds STATUS and GC, which
+ * host-local lacks.
+ */
+import { TsnetError } from '../../core/errors.js';
+import type { CniDeps } from './deps.js';
+import { CNI_ERR, CniError } from './errors.js';
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ourAddresses, parseIpamConfig, requestedIps, type IpamConfig } from './ipam.js';
+import type { Plugin, Request } from './skel.js';
+import { fromWire, type Result } from './spec.js';
+
+function conf(req: Request): IpamConfig {
+  return parseIpamConfig(req.config['ipam']);
+}
+
+function prev(req: Request): Result | undefined {
+  const p = req.config['prevResult'];
+  return p === undefined || p === null ? undefined : fromWire(p);
+}
+
+export function createIpamPlugin(deps: CniDeps): Plugin {
+  const log = deps.log.child({ plugin: 'tsnet-ipam' });
+  const store = (req: Request, cfg: IpamConfig): ReturnType<CniDeps['openIpamStore']> => deps.openIpamStore(cfg.dataDir, req.name);
+  const att = (req: Request): { containerId: string; ifName: string } => ({ containerId: req.containerId, ifName: req.ifName });
+  return {
+    async add(req) {
+      const cfg = conf(req);
+      const requested = requestedIps(req.config, req.args);
+      const r = await ipamAdd(await store(req, cfg), cfg, att(req), requested);
+      log.info('reserved', { container: req.containerId, ips: r.ips?.map((i) => i.address) });
+      return r;
+    },
+    async del(req) {
+      const cfg = conf(req);
+      await ipamDel(await store(req, cfg), att(req), ourAddresses(cfg, prev(req)));
+    },
+    async check(req) {
+      const cfg = conf(req);
+      const p = prev(req);
+      if (p === undefined) throw new TsnetError('INVALID_CONFIG', 'prevResult: missing (CHECK needs the result of ADD)', { details: { field: 'prevResult' } });
+      await ipamCheck(await store(req, cfg), cfg, att(req), p);
+    },
+    async status(req) {
+      const cfg = conf(req);
+      try {
+        await store(req, cfg);
+      } catch (err) {
+        throw new CniError(CNI_ERR.NOT_AVAILABLE, `ipam data directory unusable: ${err instanceof Error ? err.message : String(err)}`, 'plugin not available');
+      }
+    },
+    async gc(req, valid) {
+      const cfg = conf(req);
+      const released = await ipamGc(await store(req, cfg), valid);
+      if (released.length > 0) log.info('gc released addresses', { network: req.name, ips: released });
+    },
+  };
+}

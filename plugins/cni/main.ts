@@ -1,0 +1,95 @@
+/**
+ * The composition root of the CNI plugin binaries tsnet-bridge, tsnet-ipam and tsnet-portmap: one
+ * CommonJS bundle (dist/tsnet-cni.cjs) started from a V8 startup snapshot in which `preload` has
+ * already evaluated every part, or through plugins/cni/bin/loader.cjs with a code cache (see
+ * cli/commands/cni.ts). Reads the environment, builds the real sys parts only once the request is
+ * known to be well-formed (VERSION and malformed input never start a helper process), runs the
+ * skeleton and exits with its status.
+ *
+ * TSNET_CNI_LOG_LEVEL (debug, info, warn (default), error): JSON lines on stderr.
+ */
+import type { Firewall, FirewallBackend, FirewallDeps } from '../../sys/firewall/api.js';
+import type { CniDeps } from './deps.js';
+import { dispatch, type Plugin } from './skel.js';
+
+export type PluginKind = 'bridge' | 'ipam' | 'portmap';
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    process.stdin.on('data', (c: Buffer) => chunks.push(c));
+    process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    process.stdin.on('error', reject);
+  });
+}
+
+/**
+ * The real parts, loaded only once the request is known to be well-formed (VERSION and malformed
+ * input never load them): dynamic imports, which the bundler turns into lazily evaluated modules.
+ */
+async function buildDeps(): Promise<CniDeps> {
+  const [
+    { execPlugin, randomHex }, { TsnetError }, { createJsonLogger, parseLogLevel }, { run },
+    { FIREWALL_BACKENDS }, { createIptablesFirewall }, { createNftablesFirewall }, { createNoneFirewall },
+    { createIproute2NetlinkFor }, { isNetnsFile }, { openHostLocalStore }, { abstractSocketLock, createLocker }, { createSysctlFor }, { createTcFor },
+  ] = await Promise.all([
+    import('./delegate.js'), import('../../core/errors.js'), import('../../core/log.js'), import('../../sys/exec.js'),
+    import('../../sys/firewall/api.js'), import('../../sys/firewall/iptables.js'), import('../../sys/firewall/nftables.js'), import('../../sys/firewall/none.js'),
+    import('../../sys/netlink/iproute2.js'), import('../../sys/netns.js'), import('../../sys/store/host-local.js'), import('../../sys/store/lock.js'), import('../../sys/sysctl.js'), import('../../sys/tc.js'),
+  ]);
+  const HOST_NETNS = { kind: 'host' } as const;
+
+  const log = createJsonLogger({ write: (l) => process.stderr.write(l), level: parseLogLevel(process.env['TSNET_CNI_LOG_LEVEL'], 'warn') });
+  const netlink = createIproute2NetlinkFor({ log });
+  const firewalls = new Map<string, Firewall>();
+  const fwDeps = { netns: HOST_NETNS, log };
+  const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
+  const locker = createLocker({ crossProcess: abstractSocketLock('tsnet-cni'), label: 'tsnet-cni' });
+  return {
+    hostNs: HOST_NETNS,
+    netlink,
+    sysctl: createSysctlFor(),
+    tc: createTcFor(),
+    firewall(backend) {
+      let fw = firewalls.get(backend);
+      if (!fw) {
+        if (!(FIREWALL_BACKENDS as readonly string[]).includes(backend)) {
+          throw new TsnetError('INVALID_CONFIG', `firewallBackend: ${JSON.stringify(backend)} is not one of ${FIREWALL_BACKENDS.join(', ')}`, { details: { field: 'firewallBackend' } });
+        }
+        fw = make[backend as FirewallBackend](fwDeps);
+        firewalls.set(backend, fw);
+      }
+      return fw;
+    },
+    log,
+    randomHex,
+    openIpamStore: (dataDir, network) => openHostLocalStore({ ...(dataDir !== undefined ? { dataDir } : {}), network }),
+    withLock: (name, fn) => locker.withLock(name, fn),
+    isNetns: isNetnsFile,
+    execPlugin: (type, verb, path, env, stdin) => execPlugin(run, { type, verb, path, env, stdin }),
+  };
+}
+
+const FACTORIES = {
+  bridge: async () => (await import('./bridge.js')).createBridgePlugin,
+  ipam: async () => (await import('./ipam-plugin.js')).createIpamPlugin,
+  portmap: async () => (await import('./portmap.js')).createPortmapPlugin,
+} as const satisfies Record<PluginKind, () => Promise<(deps: CniDeps) => Plugin>>;
+
+export async function runPlugin(kind: PluginKind): Promise<never> {
+  const code = await dispatch(
+    { env: process.env, readStdin, write: (t) => process.stdout.write(t) },
+    async () => {
+      const [factory, deps] = await Promise.all([FACTORIES[kind](), buildDeps()]);
+      return factory(deps);
+    },
+  );
+  // Exit at once: the ip helper processes see EOF on their stdin and end by themselves.
+  await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+  process.exit(code);
+}
+
+/** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */
+export async function preload(): Promise<void> {
+  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps()]);
+}
