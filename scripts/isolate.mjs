@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs a command inside a throwaway "host": fresh network, UTS and IPC namespaces and a private mount
-// namespace with tmpfs on /run, /tmp and tsnet's/CNI's state directories. Nothing it does can
+// namespace with tmpfs on /run, /tmp and tsnet's/CNI's state directories, and /var/lib and /opt
+// behind an overlay whose writes go to a tmpfs. Nothing it does can
 // touch the machine's real interfaces, routes, firewall or state. Used by `npm test`,
 // `npm run bench` and `npm run demo`:
 //   unshare --net --mount --propagation private -- node scripts/isolate.mjs -- CMD ARGS...
@@ -42,8 +43,27 @@ if (enter) {
   }
   const sh = (file, ...a) => execFileSync(file, a, { stdio: ['ignore', 'ignore', 'inherit'], env: { PATH } });
   sh('mount', '--make-rprivate', '/');
-  for (const dir of ['/run', '/tmp', '/var/lib/tsnet', '/var/lib/cni', '/etc/cni', '/opt/cni']) {
-    if (!existsSync(dir)) continue; // only hide directories that exist; never create on the real disk
+  for (const dir of ['/run', '/tmp']) sh('mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tsnet-isolated', dir);
+  // /var/lib and /opt read through, written to a tmpfs (overlayfs): what dockerd, podman, libcni
+  // or a plugin's default directory (/var/lib/cni, /var/lib/containers, /opt/cni/bin) writes
+  // never reaches the real disk, even for a directory that does not exist there.
+  const overlaid = [];
+  for (const dir of ['/var/lib', '/opt']) {
+    if (!existsSync(dir)) continue;
+    const top = `/run/.tsnet-isolate${dir.replaceAll('/', '-')}`;
+    mkdirSync(`${top}/upper`, { recursive: true });
+    mkdirSync(`${top}/work`, { recursive: true });
+    try {
+      sh('mount', '-t', 'overlay', 'tsnet-isolated', '-o', `lowerdir=${dir},upperdir=${top}/upper,workdir=${top}/work`, dir);
+      overlaid.push(dir);
+    } catch {
+      console.error(`isolate: warning: no overlayfs over ${dir}; only existing state directories are hidden`);
+    }
+  }
+  for (const dir of ['/var/lib/tsnet', '/var/lib/cni', '/etc/cni', '/opt/cni']) {
+    // Created only inside an overlay (in its tmpfs); never on the real disk.
+    if (!existsSync(dir) && overlaid.some((o) => dir.startsWith(`${o}/`))) mkdirSync(dir, { recursive: true });
+    if (!existsSync(dir)) continue;
     sh('mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tsnet-isolated', dir);
   }
   mkdirSync('/run/netns', { recursive: true });
