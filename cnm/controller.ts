@@ -466,6 +466,16 @@ export function createController(deps: ControllerDeps): Controller {
       out.networks.push(...mine.filter((n) => r.networks.includes(n.id)).map((n) => n.name));
       out.endpoints.push(...r.endpoints);
     }
+    // An endpoint being removed meanwhile (its teardown holds its sandbox's lock from unpublish to
+    // the record's deletion) may just have had its ports put back: take them away again.
+    for (const id of out.endpoints) {
+      const sandboxId = out.sandboxOf.get(id);
+      const net = out.networkOf.get(id);
+      if (sandboxId === undefined || net === undefined) continue;
+      await state.withLock(`sandbox:${sandboxId}`, async () => {
+        if (!(await state.endpoints.get(id))) await drivers(net.driver).unpublish(id as EndpointId);
+      });
+    }
     return out;
   }
 
@@ -475,17 +485,6 @@ export function createController(deps: ControllerDeps): Controller {
         // In creation order: the kernel then shows the same ruleset as before the flush.
         const ready = (await state.networks.list()).filter((n) => n.status === 'ready').sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id));
         const r = await restoreKernel(ready, opts.force ?? true);
-        // An endpoint being removed meanwhile (its teardown holds its sandbox's lock from unpublish
-        // to the record's deletion) may just have had its ports put back: take them away again.
-        for (const id of r.endpoints) {
-          const sandboxId = r.sandboxOf.get(id);
-          if (sandboxId === undefined) continue;
-          await state.withLock(`sandbox:${sandboxId}`, async () => {
-            if (await state.endpoints.get(id)) return;
-            const net = r.networkOf.get(id);
-            if (net) await drivers(net.driver).unpublish(id as EndpointId);
-          });
-        }
         if (r.networks.length + r.endpoints.length > 0) log.info('firewall restored', { networks: r.networks, endpoints: r.endpoints.length, force: opts.force ?? true });
         return { networks: r.networks, endpoints: r.endpoints };
       }),
