@@ -4,7 +4,6 @@
  * sockets that keep serving), and re-reads the upstreams.
  */
 import { randomInt } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { dnsInputs } from '../cnm/dns.js';
 import type { CnmState } from '../cnm/state.js';
 import type { Logger } from '../core/log.js';
@@ -13,6 +12,7 @@ import { parseResolvConf } from '../dns/resolv-conf.js';
 import { createDnsServer, type Upstream } from '../dns/server.js';
 import { hostUpstreams } from '../dns/upstreams.js';
 import type { DaemonService } from './daemon.js';
+import { readOptional } from './engine.js';
 
 export type UpstreamSource =
   /** `--upstream` / TSNET_DNS_UPSTREAM: exactly these (tests point it at a fake inside their namespaces). */
@@ -29,7 +29,6 @@ export interface DnsServiceOptions {
   readonly maxInFlight?: number;
 }
 
-const readOptional = (p: string): Promise<string | undefined> => readFile(p, 'utf8').catch(() => undefined);
 
 export function createDnsService(o: DnsServiceOptions): DaemonService {
   let upstreams: readonly Upstream[] = [];

@@ -80,7 +80,8 @@ const FIREWALLS = {
 
 const randomHex = (n: number): string => randomBytes(n).toString('hex');
 
-async function readOptional(path: string): Promise<string | undefined> {
+/** A file's text, or undefined when it cannot be read. */
+export async function readOptional(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch {

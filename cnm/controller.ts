@@ -427,7 +427,7 @@ export function createController(deps: ControllerDeps): Controller {
   async function grantPorts(asks: readonly PortRequest[], net: NetworkRecord, self: EndpointId | undefined): Promise<(PortRequest & { hostPort: PortMapping['hostPort'] })[]> {
     const taken: HostBinding[] = (await state.endpoints.list())
       .filter((e) => e.id !== self)
-      .flatMap((e) => e.ports.map((m) => ({ proto: m.proto, ...(m.hostIp !== undefined ? { hostIp: m.hostIp } : {}), family: addrFamily(m.containerIp), hostPort: m.hostPort as HostBinding['hostPort'] })));
+      .flatMap((e) => e.ports.map(mappingOf).map((m) => ({ proto: m.proto, ...(m.hostIp !== undefined ? { hostIp: m.hostIp } : {}), family: addrFamily(m.containerIp), hostPort: m.hostPort })));
     const [listeners, ephemeral, addrs] = await Promise.all([
       deps.hostPorts.listeners(), deps.hostPorts.ephemeralRange(), deps.netlink(deps.hostNs).listAddrs(),
     ]);

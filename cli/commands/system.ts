@@ -2,7 +2,7 @@
  * Host-level commands: `tsnet doctor` (what on this host affects published ports, with advice) and
  * `tsnet firewall reload` (re-apply tsnet's rules from the records after someone flushed them).
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import type { Controller } from '../../cnm/controller.js';
 import { TsnetError } from '../../core/errors.js';
 import type { NetnsRef } from '../../core/net.js';
@@ -10,6 +10,7 @@ import { readHostRules } from '../../sys/firewall/host-rules.js';
 import type { Firewall } from '../../sys/firewall/api.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { diagnose, formatFindings, type HostFacts } from '../doctor.js';
+import { readOptional } from '../engine.js';
 import type { Command, Io } from './types.js';
 
 export interface SystemDeps {
@@ -20,26 +21,22 @@ export interface SystemDeps {
 
 const HELP: FlagSpec = { name: 'help', type: 'boolean', help: 'show this help' };
 
-async function text(path: string): Promise<string | undefined> {
-  return readFile(path, 'utf8').catch(() => undefined);
-}
-
 async function processNames(): Promise<string[]> {
   const pids = (await readdir('/proc').catch(() => [])).filter((d) => /^\d+$/.test(d));
-  const names = await Promise.all(pids.map((p) => text(`/proc/${p}/comm`)));
+  const names = await Promise.all(pids.map((p) => readOptional(`/proc/${p}/comm`)));
   return [...new Set(names.filter((n): n is string => n !== undefined).map((n) => n.trim()))];
 }
 
 async function gather(d: SystemDeps): Promise<HostFacts> {
   const [rules, ufwConf, ufwDefaults, processes, listing] = await Promise.all([
     readHostRules(d.hostNs),
-    text('/etc/ufw/ufw.conf'),
-    text('/etc/default/ufw'),
+    readOptional('/etc/ufw/ufw.conf'),
+    readOptional('/etc/default/ufw'),
     processNames(),
     d.firewall.list().catch(() => undefined),
   ]);
   const sysctls: Record<string, string | undefined> = {};
-  for (const k of ['net.ipv4.ip_forward', 'net.bridge.bridge-nf-call-iptables']) sysctls[k] = (await text(`/proc/sys/${k.replaceAll('.', '/')}`))?.trim();
+  for (const k of ['net.ipv4.ip_forward', 'net.bridge.bridge-nf-call-iptables']) sysctls[k] = (await readOptional(`/proc/sys/${k.replaceAll('.', '/')}`))?.trim();
   const nets = (await d.controller.listNetworks()).filter((n) => n.driver === 'bridge' && n.status === 'ready');
   let withPorts = 0;
   for (const sb of await d.controller.listSandboxes()) withPorts += (await d.controller.endpointsOf(sb.id)).filter((e) => e.ports.length > 0).length;
