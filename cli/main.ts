@@ -45,7 +45,7 @@ function helpText(commands: Record<string, Command>, network: Record<string, Com
     'Commands:',
     ...Object.entries(commands).map(([n, c]) => `  ${n.padEnd(22)} ${c.summary}`),
     ...Object.entries(network).map(([n, c]) => `  ${`network ${n}`.padEnd(22)} ${c.summary}`),
-    ...Object.entries(cniCommands()).map(([n, c]) => `  ${`cni ${n}`.padEnd(22)} ${c.summary}`),
+    ...Object.entries(cniCommands({ runDir: '/run/tsnet' })).map(([n, c]) => `  ${`cni ${n}`.padEnd(22)} ${c.summary}`),
     '',
     'Global options:',
     ...GLOBAL.map((g) => `  --${g.name}${g.type === 'string' ? ` ${g.placeholder ?? ''}` : ''}`.padEnd(26) + g.help),
@@ -108,9 +108,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     if (cmd === 'cni') {
       // CNI plugin installation (issue #6).
       const [sub, ...args] = rest;
-      const c = sub === undefined ? undefined : cniCommands()[sub];
+      const c = sub === undefined ? undefined : cniCommands(settings)[sub];
       if (!c) {
-        io.out(`Usage: tsnet cni COMMAND\n\nCommands:\n${Object.entries(cniCommands()).map(([n, x]) => `  ${n.padEnd(12)} ${x.summary}\n`).join('')}`);
+        io.out(`Usage: tsnet cni COMMAND\n\nCommands:\n${Object.entries(cniCommands(settings)).map(([n, x]) => `  ${n.padEnd(12)} ${x.summary}\n`).join('')}`);
         return sub === undefined || sub === '--help' ? 0 : EXIT_CODE.INVALID_CONFIG;
       }
       return (await c.run(args, io)) || 0;

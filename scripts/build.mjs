@@ -48,6 +48,7 @@ await build({
 // binaries (named .cjs here: dist/ is a "type": "module" package), the V8 startup snapshot and the
 // code cache, exactly as it does in /opt/cni/bin.
 copyFileSync(`${root}/plugins/cni/bin/loader.cjs`, `${root}/dist/tsnet-cni-loader.cjs`);
+copyFileSync(`${root}/plugins/cni/bin/client.c`, `${root}/dist/tsnet-cni-client.c`);
 execFileSync(process.execPath, [`${root}/dist/tsnet.js`, 'cni', 'install', '--bin-dir', `${root}/dist`, '--conf-dir', '', '--suffix', '.cjs'], { stdio: ['ignore', 'ignore', 'inherit'] });
 console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs'].join(', ')} in ${Date.now() - t0} ms`);
 // `--types`: the library's declarations (dist/types) for TypeScript consumers of `import ... from

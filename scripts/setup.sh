@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Peers for interop tests and benchmarks: the reference CNI plugins, podman (CNI backend) with runc,
-# dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput).
+# dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput). gcc and libc6-dev
+# build the CNI plugins' C front end (plugins/cni/bin/client.c).
 PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static
-  containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3)
+  containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3 gcc libc6-dev)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: not root: skipping system packages (${PACKAGES[*]}); privileged tests will be skipped" >&2

@@ -1,6 +1,6 @@
 /**
- * `tsnet daemon`: the long-lived process hosting the embedded DNS resolver (and later the firewall
- * watcher). Runs in the foreground; `--stop`, `--status` and `--reload` talk to a running one. The
+ * `tsnet daemon`: the long-lived process hosting the embedded DNS resolver, the firewall watcher
+ * and the CNI plugins' service (cli/cni-service.ts). Runs in the foreground; `--stop`, `--status` and `--reload` talk to a running one. The
  * CLI starts it on demand (detached) when a container joins a DNS-enabled network.
  */
 import { TsnetError, isCode } from '../../core/errors.js';
@@ -10,6 +10,7 @@ import { parseUpstreams } from '../../dns/upstreams.js';
 import { openFsStore } from '../../sys/store/fs.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';
+import { createCniService } from '../cni-service.js';
 import { createDnsService, type UpstreamSource } from '../dns-service.js';
 import type { Controller } from '../../cnm/controller.js';
 import { HOST_NETNS } from '../../core/net.js';
@@ -34,6 +35,7 @@ const SPECS: FlagSpec[] = [
   { name: 'reload', type: 'boolean', help: 'make the running daemon reload the records' },
   { name: 'upstream', type: 'string', help: 'forward to these servers: IP[:PORT],... (TSNET_DNS_UPSTREAM; default: the host\'s resolv.conf)', placeholder: 'LIST' },
   { name: 'resolv-conf', type: 'string', help: 'the host resolv.conf to take upstreams from (default /etc/resolv.conf, following systemd-resolved)', placeholder: 'PATH' },
+  { name: 'no-cni', type: 'boolean', help: 'do not serve the CNI plugins\' requests (RUN_DIR/cni.sock; without it they run standalone)' },
   { name: 'help', type: 'boolean', help: 'show this help' },
 ];
 
@@ -65,6 +67,7 @@ export const daemonCommands = (settings: DaemonSettings): Record<string, Command
       const services: DaemonService[] = [
         createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams }),
         createFirewallService({ hostNs: HOST_NETNS, log: settings.log, controller: engineController }),
+        ...(bool(p, 'no-cni') ? [] : [createCniService({ runDir: settings.runDir, log: settings.log })]),
       ];
       try {
         await runDaemon({

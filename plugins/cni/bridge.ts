@@ -175,29 +175,22 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     }
   }
 
-  /** Creates the bridge, its gateway addresses, sysctls and firewall rules if the bridge is missing. */
-  async function ensureNetwork(req: Request, cfg: BridgeConf, subnets: readonly { subnet: Prefix; gateway: IpAddr }[], existingP?: Promise<Link | undefined>): Promise<void> {
+  /**
+   * Creates the bridge, its gateway addresses, sysctls and firewall rules if the bridge is missing.
+   * When the bridge is there and up (every ADD but the first), it changes nothing and returns the
+   * gateway-address ops still to run, so the caller folds them into its own host batch (one ip
+   * round trip per ADD instead of three).
+   */
+  async function ensureNetwork(req: Request, cfg: BridgeConf, subnets: readonly { subnet: Prefix; gateway: IpAddr }[], existingP?: Promise<Link | undefined>): Promise<NetlinkOp[]> {
     const h = host();
     const gwOps = (): NetlinkOp[] =>
       cfg.isGateway ? subnets.map((s): NetlinkOp => ({ op: 'ensureAddr', dev: cfg.bridge, prefix: `${s.gateway}/${prefixLen(s.subnet)}` as Prefix, nodad: addrFamily(s.subnet) === 6 })) : [];
     const existing = await (existingP ?? h.getLink(cfg.bridge));
     if (existing && existing.kind !== 'bridge') throw new TsnetError('ALREADY_EXISTS', `bridge: ${cfg.bridge} exists and is a ${existing.kind ?? 'non-bridge'} interface`, { details: { field: 'bridge' } });
-    if (existing?.up) {
-      const ops = gwOps();
-      if (ops.length > 0) {
-        const failed = (await h.batch(ops)).find((r) => !r.ok);
-        if (failed && !failed.ok) throw failed.error;
-      }
-      return;
-    }
-    await deps.withLock(`cni-net-${cniNetworkId(req.name)}`, async () => {
+    if (existing?.up) return gwOps();
+    return deps.withLock(`cni-net-${cniNetworkId(req.name)}`, async () => {
       // Concurrent first ADDs all find the bridge missing; the first one sets the network up.
-      if ((await h.getLink(cfg.bridge))?.up) {
-        const again = gwOps();
-        const failedGw = again.length > 0 ? (await h.batch(again)).find((r) => !r.ok) : undefined;
-        if (failedGw && !failedGw.ok) throw failedGw.error;
-        return;
-      }
+      if ((await h.getLink(cfg.bridge))?.up) return gwOps();
       const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
       const failed = (await h.batch(ops)).find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
@@ -218,6 +211,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         icc: cfg.icc,
       });
       log.info('network ready', { network: req.name, bridge: cfg.bridge });
+      return [];
     });
   }
 
@@ -236,11 +230,14 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     const hostIf = hostVethName(req.name, req.containerId, req.ifName);
     const undo = new UndoStack();
     let portsP: Promise<void> | undefined;
-    // Start both ip helper processes (host, container) and the bridge lookup now, while IPAM runs.
+    // Start both ip helper processes (host, container) now, while IPAM runs, each with its first
+    // read: the bridge, and whether CNI_IFNAME is free in the container.
     const h = host();
     const ctr = deps.netlink(sandbox);
     const bridgeP = h.getLink(cfg.bridge);
     bridgeP.catch(() => undefined);
+    const ifTakenP = ctr.getLink(ifName);
+    ifTakenP.catch(() => undefined);
     try {
       // 1. addresses
       let ipamResult: Result;
@@ -271,12 +268,21 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
       if (mappings.length > 0) undo.push('remove ports', () => deps.firewall(cfg.firewall).removePorts(ep));
 
       // 3. the network
-      await ensureNetwork(req, cfg, subnets, bridgeP);
+      const [pendingGw, taken] = await Promise.all([ensureNetwork(req, cfg, subnets, bridgeP), ifTakenP]);
+      if (taken !== undefined) throw new TsnetError('ALREADY_EXISTS', `CNI_IFNAME: ${ifName} already exists in ${netnsPath}`, { details: { field: 'CNI_IFNAME' } });
 
-      // 4. the veth pair, addresses and routes inside
+      // 4. the veth pair into the bridge (one host batch with the gateway addresses), then the
+      // addresses and routes inside
       const hostMac = randomMac(deps.randomHex);
-      await h.addVeth({ name: hostIf, peer: ifName, peerNetns: sandbox, mac: hostMac, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) });
-      undo.push(`remove ${hostIf}`, () => h.removeLink(hostIf));
+      const hostOps: NetlinkOp[] = [
+        ...pendingGw,
+        { op: 'addVeth', name: hostIf, peer: ifName, peerNetns: sandbox, mac: hostMac, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) },
+        { op: 'setLink', name: hostIf, changes: { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }), ...(cfg.hairpin ? { hairpin: true } : {}) } },
+      ];
+      const hostResults = await h.batch(hostOps);
+      if (hostResults[pendingGw.length]?.ok === true) undo.push(`remove ${hostIf}`, () => h.removeLink(hostIf));
+      const hostFailed = hostResults.find((r) => !r.ok);
+      if (hostFailed && !hostFailed.ok) throw hostFailed.error;
       const routes: Route[] = [];
       if (cfg.isDefaultGateway) {
         for (const i of ips) if (i.gateway !== undefined && !routes.some((r) => r.dst === DEFAULT_DST[addrFamily(i.prefix)])) routes.push({ dst: DEFAULT_DST[addrFamily(i.prefix)], gw: i.gateway });
@@ -292,11 +298,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
           return { op: 'ensureRoute', route };
         }),
       ];
-      const [, results] = await Promise.all([
-        h.setLink(hostIf, { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }), ...(cfg.hairpin ? { hairpin: true } : {}) }),
-        ctr.batch(inside),
-        portsP,
-      ]);
+      const [results] = await Promise.all([ctr.batch(inside), portsP]);
       const failed = results.find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
       if (bandwidth !== undefined) {

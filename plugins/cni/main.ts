@@ -8,7 +8,9 @@
  *
  * TSNET_CNI_LOG_LEVEL (debug, info, warn (default), error): JSON lines on stderr.
  */
+import type { Logger } from '../../core/log.js';
 import type { Firewall, FirewallBackend, FirewallDeps } from '../../sys/firewall/api.js';
+import type { NetlinkFor } from '../../sys/netlink/api.js';
 import type { CniDeps } from './deps.js';
 import { dispatch, type Plugin } from './skel.js';
 
@@ -23,11 +25,18 @@ function readStdin(): Promise<string> {
   });
 }
 
+/** What a host of many requests (the daemon's CNI service) shares between them. */
+export interface DepsOptions {
+  readonly log?: Logger;
+  /** Handles of the host namespace (long-lived ip process); container namespaces get their own per request. */
+  readonly netlink?: NetlinkFor;
+}
+
 /**
  * The real parts, loaded only once the request is known to be well-formed (VERSION and malformed
  * input never load them): dynamic imports, which the bundler turns into lazily evaluated modules.
  */
-async function buildDeps(): Promise<CniDeps> {
+export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
   const [
     { execPlugin, randomHex }, { TsnetError }, { createJsonLogger, parseLogLevel }, { run },
     { FIREWALL_BACKENDS }, { createIptablesFirewall }, { createNftablesFirewall }, { createNoneFirewall },
@@ -39,8 +48,8 @@ async function buildDeps(): Promise<CniDeps> {
   ]);
   const HOST_NETNS = { kind: 'host' } as const;
 
-  const log = createJsonLogger({ write: (l) => process.stderr.write(l), level: parseLogLevel(process.env['TSNET_CNI_LOG_LEVEL'], 'warn') });
-  const netlink = createIproute2NetlinkFor({ log });
+  const log = o.log ?? createJsonLogger({ write: (l) => process.stderr.write(l), level: parseLogLevel(process.env['TSNET_CNI_LOG_LEVEL'], 'warn') });
+  const netlink = o.netlink ?? createIproute2NetlinkFor({ log });
   const firewalls = new Map<string, Firewall>();
   const fwDeps = { netns: HOST_NETNS, log };
   const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
@@ -76,7 +85,15 @@ const FACTORIES = {
   portmap: async () => (await import('./portmap.js')).createPortmapPlugin,
 } as const satisfies Record<PluginKind, () => Promise<(deps: CniDeps) => Plugin>>;
 
-export async function runPlugin(kind: PluginKind): Promise<never> {
+const isKind = (k: string | undefined): k is PluginKind => k !== undefined && Object.hasOwn(FACTORIES, k);
+
+/**
+ * A standalone plugin process: `kind` comes from the binary's name, or from TSNET_CNI_PLUGIN when
+ * the C front end (plugins/cni/bin/client.c) runs `tsnet-cni-node` because no daemon listens.
+ */
+export async function runPlugin(named: string): Promise<never> {
+  const fromEnv = process.env['TSNET_CNI_PLUGIN'];
+  const kind: PluginKind = isKind(fromEnv) ? fromEnv : isKind(named) ? named : 'bridge';
   const code = await dispatch(
     { env: process.env, readStdin, write: (t) => process.stdout.write(t) },
     async () => {
@@ -87,6 +104,25 @@ export async function runPlugin(kind: PluginKind): Promise<never> {
   // Exit at once: the ip helper processes see EOF on their stdin and end by themselves.
   await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
   process.exit(code);
+}
+
+/**
+ * One request served in a long-lived process (the daemon's CNI service): the same dispatch as a
+ * standalone plugin, with `deps` built by the host. Resolves with the exit status and stdout.
+ */
+export async function serveRequest(named: string, env: Readonly<Record<string, string>>, stdin: string, deps: () => Promise<CniDeps>): Promise<{ readonly code: number; readonly stdout: string }> {
+  let stdout = '';
+  const write = (t: string): void => {
+    stdout += t;
+  };
+  if (!isKind(named)) {
+    const { CNI_ERR, CniError, errorJson } = await import('./errors.js');
+    write(errorJson(new CniError(CNI_ERR.INVALID_CONFIG, `plugin: ${JSON.stringify(named)} is not one of ${Object.keys(FACTORIES).join(', ')}`, 'unknown plugin'), '1.1.0'));
+    return { code: 1, stdout };
+  }
+  const kind = named;
+  const code = await dispatch({ env, readStdin: () => Promise.resolve(stdin), write }, async () => (await FACTORIES[kind]())(await deps()));
+  return { code, stdout };
 }
 
 /** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */

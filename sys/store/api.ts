@@ -25,6 +25,7 @@
  */
 import { z } from 'zod';
 import { TsnetError } from '../../core/errors.js';
+import { invalidName, parseCollectionName } from './names.js';
 
 export interface LockOptions {
   /** Gives up waiting (TsnetError UNAVAILABLE) when aborted. Does not interrupt a running `fn`. */
@@ -133,49 +134,8 @@ export interface Store {
   withLock<T>(name: string, fn: () => Promise<T>, opts?: LockOptions): Promise<T>;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Names and ids. They become file names, so they are validated before any path is built.
-
-const COLLECTION_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
-/** Record ids: container ids (64 hex), network/endpoint ids, "10.0.0.5", "fd00::5", "tcp-8080". */
-const RECORD_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$/;
-/** Lock names may use '/' as a separator ("record/networks/n1"); they never become paths. */
-const LOCK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,255}$/;
-const MAX_OWNER_BYTES = 4096;
-
-function invalidName(field: string, raw: unknown, why: string): TsnetError {
-  return new TsnetError('INVALID_CONFIG', `${field}: invalid value ${JSON.stringify(raw)}: ${why}`, { details: { field, value: raw } });
-}
-
-export function parseCollectionName(raw: string, field = 'collection name'): string {
-  if (typeof raw !== 'string' || !COLLECTION_NAME.test(raw)) {
-    throw invalidName(field, raw, 'must be 1-64 of lowercase letters, digits, "_", "." or "-", starting with a letter or digit');
-  }
-  return raw;
-}
-
-/** A record id or reservation key: safe as a file name (no '/', no leading '.', no NUL). */
-export function parseRecordId(raw: string, field = 'record id'): string {
-  if (typeof raw !== 'string' || !RECORD_ID.test(raw)) {
-    throw invalidName(field, raw, 'must be 1-200 of letters, digits, "_", ".", ":", "@" or "-", starting with a letter or digit');
-  }
-  return raw;
-}
-
-export function parseLockName(raw: string, field = 'lock name'): string {
-  if (typeof raw !== 'string' || !LOCK_NAME.test(raw)) {
-    throw invalidName(field, raw, 'must be 1-256 of letters, digits, "_", ".", ":", "@", "/" or "-", starting with a letter or digit');
-  }
-  return raw;
-}
-
-export function parseOwner(raw: string, field = 'reservation owner'): string {
-  if (typeof raw !== 'string' || raw.length === 0 || raw.includes('\0') || Buffer.byteLength(raw) > MAX_OWNER_BYTES) {
-    throw invalidName(field, raw, `must be a non-empty string of at most ${MAX_OWNER_BYTES} bytes without NUL`);
-  }
-  return raw;
-}
-
+// Names and ids (sys/store/names.ts: zod-free, so the CNI plugin bundle's lock does not pull zod in).
+export { parseCollectionName, parseLockName, parseOwner, parseRecordId } from './names.js';
 export function parseRecordSpec<T>(spec: RecordSpec<T>): RecordSpec<T> {
   parseCollectionName(spec.name);
   if (!Number.isInteger(spec.version) || spec.version < 1) {

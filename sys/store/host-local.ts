@@ -18,6 +18,7 @@
  * creation, which the kernel makes atomic. What may race is only the round-robin hint
  * (last_reserved_ip) and a walk-based release seeing a file being created.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError } from '../../core/errors.js';
@@ -107,7 +108,8 @@ export async function openHostLocalStore(opts: { readonly dataDir?: string; read
       }
       // Replaced atomically: a concurrent reader sees the old or the new hint, never a torn one.
       const hint = join(dir, `${LAST_IP_PREFIX}${rangeId}`);
-      const tmp = `${hint}.${process.pid}.tmp`;
+      // Unique per call, not per process: the daemon's CNI service runs many ADDs in one process.
+      const tmp = `${hint}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
       await writeFile(tmp, ip, { mode: 0o644 });
       await rename(tmp, hint);
       return true;

@@ -42,7 +42,8 @@ import { connect, createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TsnetError, wrap } from '../../core/errors.js';
 import { KeyedMutex } from '../../core/keyed-mutex.js';
-import { parseLockName, type LockOptions } from './api.js';
+import type { LockOptions } from './api.js';
+import { parseLockName } from './names.js';
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 

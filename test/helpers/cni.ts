@@ -93,8 +93,11 @@ export class Libcni {
   readonly cacheDir: string;
   /** Per plugin process (the benchmark raises it: the reference chain needs minutes at 200 in parallel). */
   readonly timeoutMs: number;
-  constructor(opts: { readonly ns: NetnsRef; readonly cniPath: string; readonly cacheDir: string; readonly timeoutMs?: number }) {
+  /** More environment for every plugin process (a runtime's own environment is inherited by its plugins: e.g. TSNET_CNI_SOCKET). */
+  readonly extraEnv: Readonly<Record<string, string>>;
+  constructor(opts: { readonly ns: NetnsRef; readonly cniPath: string; readonly cacheDir: string; readonly timeoutMs?: number; readonly extraEnv?: Readonly<Record<string, string>> }) {
     this.ns = opts.ns;
+    this.extraEnv = opts.extraEnv ?? {};
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.cniPath = opts.cniPath;
     this.cacheDir = opts.cacheDir;
@@ -127,6 +130,7 @@ export class Libcni {
 
   env(verb: string, a: Attachment | undefined): Record<string, string> {
     return {
+      ...this.extraEnv,
       CNI_COMMAND: verb,
       CNI_PATH: this.cniPath,
       ...(a ? { CNI_CONTAINERID: a.containerId, CNI_IFNAME: a.ifName, ...(a.netns !== '' ? { CNI_NETNS: a.netns } : {}), ...(a.args ? { CNI_ARGS: a.args } : {}) } : {}),
