@@ -221,7 +221,7 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
       `fill phase (untimed in the rows above): tsnet ADD median of the first 10 ${ts.firstAdd.toFixed(1)} ms, of the last 10 ${ts.lastAdd.toFixed(1)} ms; standalone ${sa.firstAdd.toFixed(1)} / ${sa.lastAdd.toFixed(1)} ms; reference ${rf.firstAdd.toFixed(1)} / ${rf.lastAdd.toFixed(1)} ms`,
       'tsnet rows without "standalone": the plugin names are the C front end, which hands the request to the running tsnet daemon (the same plugin code, its helper processes already running). "Standalone": the same binaries with no daemon listening, so the front end runs the Node plugin process.',
       'Each ADD/DEL includes starting the plugin processes (the C front end, and node when standalone; Go binaries for the reference) and the test runner\'s own process start through nsenter.',
-      'Latency phases interleave the two flavours container by container (same machine load for both); the concurrent phases run one after the other.',
+      'Latency phases interleave the three flavours container by container (same machine load for all); the concurrent phases run one after the other.',
     ],
   };
 }
