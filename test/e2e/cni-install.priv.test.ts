@@ -6,6 +6,7 @@
 import t from 'tap';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { cniSocketPath } from '../../cli/cni-service.js';
 import { TSNET_BIN } from '../helpers/cli.js';
 import { execPlugin, Libcni, neighbour, nsPath, type Conflist } from '../helpers/cni.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
@@ -20,6 +21,9 @@ t.test('tsnet cni install: binaries, example conflist, a container on it', { ski
     const files = await readdir(bin);
     for (const f of ['tsnet-bridge', 'tsnet-ipam', 'tsnet-portmap', 'tsnet-cni.cjs']) t.ok(files.includes(f), `${f} installed`);
     t.equal(((await stat(join(bin, 'tsnet-bridge'))).mode & 0o111) !== 0, true, 'executable');
+    t.match(out, /C front end/, 'with a C compiler here, the names are the C front end');
+    t.equal((await readFile(join(bin, 'tsnet-bridge'))).subarray(0, 4).toString('latin1'), '\x7fELF', 'tsnet-bridge is a native program');
+    t.ok(files.includes('tsnet-cni-node'), 'the Node plugin it falls back to is beside it');
     const again = (await host.exec([process.execPath, TSNET_BIN, 'cni', 'install', '--bin-dir', bin, '--conf-dir', conf])).stdout;
     t.match(again, /kept .*10-tsnet\.conflist/, 'an existing conflist is kept');
     const v = await execPlugin(host.ns, join(bin, 'tsnet-portmap'), { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
@@ -42,5 +46,37 @@ t.test('tsnet cni install: binaries, example conflist, a container on it', { ski
     await cni.checkList(list, a);
     await cni.delList(list, a);
     t.same((await readdir(join(dataDir, 'tsnet'))).filter((f) => /^\d/.test(f)), [], 'released');
+  });
+});
+
+t.test('tsnet cni install: --no-front-end installs Node plugins; the front end uses the daemon of the install\'s --run-dir', { skip: skipUnlessRoot }, async (t) => {
+  await withIsolatedHost(async (host) => {
+    const plain = join(host.stateDir, 'bin-node');
+    const out = (await host.exec([process.execPath, TSNET_BIN, 'cni', 'install', '--bin-dir', plain, '--conf-dir', '', '--no-front-end'])).stdout;
+    t.notMatch(out, /C front end/, 'no front end reported');
+    t.equal((await readFile(join(plain, 'tsnet-bridge'), 'utf8')).slice(0, 2), '#!', 'tsnet-bridge is the Node plugin itself');
+    t.notOk((await readdir(plain)).includes('tsnet-cni-node'), 'no separate Node entry');
+    t.equal((await execPlugin(host.ns, join(plain, 'tsnet-bridge'), { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).exit, 0, 'answers VERSION');
+
+    // Installed for this run dir: with its daemon running, requests go there with no TSNET_CNI_SOCKET.
+    const bin = join(host.stateDir, 'bin-fe');
+    const g = ['--state-dir', host.stateDir, '--run-dir', host.runDir];
+    await host.exec([process.execPath, TSNET_BIN, ...g, 'cni', 'install', '--bin-dir', bin, '--conf-dir', '']);
+    const d = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, ...g, 'daemon', '--upstream', '127.0.0.1:9']);
+    for (let i = 0; !(await stat(cniSocketPath(host.runDir)).then(() => true, () => false)); i++) {
+      if (i > 300) throw new Error('daemon did not start');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const dataDir = join(host.stateDir, 'ipam');
+    const list: Conflist = { cniVersion: '1.0.0', name: 'fe', plugins: [{ type: 'tsnet-bridge', bridge: 'fe0', isGateway: true, ipam: { type: 'tsnet-ipam', ranges: [[{ subnet: '10.67.0.0/24' }]], dataDir } }] };
+    const cni = new Libcni({ ns: host.ns, cniPath: bin, cacheDir: join(host.stateDir, 'cache') });
+    const ns = await host.newNetns('c');
+    const a = { containerId: 'fe1', netns: nsPath(ns), ifName: 'eth0' };
+    await cni.addList(list, a);
+    const status = JSON.parse((await host.exec([process.execPath, TSNET_BIN, ...g, 'daemon', '--status'])).stdout) as { services?: { cni?: { requests?: number } } };
+    t.equal(status.services?.cni?.requests, 1, 'the ADD was served by the daemon');
+    await cni.delList(list, a);
+    d.child.kill('SIGTERM');
+    await d.close(10_000);
   });
 });
