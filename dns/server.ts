@@ -18,7 +18,7 @@ import net from 'node:net';
 import { TsnetError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { addrFamily, type IpAddr } from '../core/net.js';
-import { answerQuery, type Transport } from './answer.js';
+import { answerQuery, type Transport, type Verdict } from './answer.js';
 import type { DnsSnapshot } from './records.js';
 
 export interface Upstream {
@@ -60,18 +60,23 @@ export interface DnsServer {
 
 interface Listener {
   readonly key: string;
-  /** A short number for cache keys. */
-  readonly idx: number;
   readonly networkId: string;
   readonly addr: IpAddr;
   readonly udp: dgram.Socket;
   readonly tcp: net.Server;
   readonly conns: Set<net.Socket>;
+  /** Reply cache of the current snapshot, per transport: client address → query bytes after the id (latin1) → reply. */
+  readonly cache: { readonly udp: Map<string, Map<string, Buffer>>; readonly tcp: Map<string, Map<string, Buffer>> };
 }
+
+type ForwardVerdict = Extract<Verdict, { kind: 'forward' }>;
 
 const CACHE_MAX = 20_000;
 const TCP_MAX_CONNS = 256;
 const TCP_IDLE_MS = 10_000;
+
+/** dgram's default resolves every send's address through dns.lookup plus a nextTick; ours are always literal. */
+const literal = (family: 4 | 6) => (address: string, _o: unknown, cb: (err: Error | null, address: string, family: number) => void): void => cb(null, address, family);
 
 const sourceOf = (a: string | undefined): IpAddr => (a ?? '').replace(/^::ffff:(?=\d+\.)/, '') as IpAddr;
 
@@ -148,12 +153,11 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
   const timeoutMs = o.timeoutMs ?? 2000;
   const maxInFlight = o.maxInFlight ?? 256;
   let snap: DnsSnapshot | undefined;
-  let cache = new Map<string, Buffer>();
+  let cacheCount = 0;
   const counters = new Map<string, number>();
   const listeners = new Map<string, Listener>();
   let inFlight = 0;
   let closed = false;
-  let listenerSeq = 0;
   const st: DnsServerStats = { queries: 0, cacheHits: 0, forwarded: 0, servfail: 0, overload: 0, dropped: 0, tcpConnections: 0, errors: 0 };
   const rotate = (key: string): number => {
     if (counters.size > 10_000) counters.clear();
@@ -193,39 +197,54 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     }
   }
 
-  /** Answers one query through `send` (now or after forwarding); false if it gets no answer. */
-  function handle(l: Listener, msg: Buffer, source: IpAddr, transport: Transport, send: (b: Buffer) => void): boolean {
+  /** Answers one query: the reply to send now, a forward verdict (the caller forwards), or undefined (no answer). */
+  function handle(l: Listener, msg: Buffer, source: IpAddr, transport: Transport): Buffer | ForwardVerdict | undefined {
     st.queries++;
     const s = snap;
     if (s === undefined || msg.length < 12) {
       st.dropped++;
-      return false;
+      return undefined;
     }
-    const key = `${transport === 'udp' ? 'u' : 't'}${l.idx}|${source}|${msg.toString('latin1', 2)}`;
-    const hit = cache.get(key);
+    const q = msg.toString('latin1', 2);
+    const bySource = l.cache[transport].get(source);
+    const hit = bySource?.get(q);
     if (hit !== undefined) {
       st.cacheHits++;
-      const b = Buffer.from(hit);
-      b.writeUInt16BE(msg.readUInt16BE(0), 0);
-      send(b);
-      return true;
+      const b = Buffer.allocUnsafe(hit.length);
+      hit.copy(b);
+      b[0] = msg[0] as number;
+      b[1] = msg[1] as number;
+      return b;
     }
     const v = answerQuery(s, msg, { networkId: l.networkId, source, transport, rotate });
     switch (v.kind) {
       case 'drop':
         st.dropped++;
-        return false;
+        return undefined;
       case 'reply':
         if (v.cacheable && snap === s) {
-          if (cache.size >= CACHE_MAX) cache = new Map();
-          cache.set(key, v.packet);
+          if (cacheCount >= CACHE_MAX) clearCaches();
+          cacheCount++;
+          if (bySource !== undefined) bySource.set(q, v.packet);
+          else l.cache[transport].set(source, new Map([[q, v.packet]]));
         }
-        send(v.packet);
-        return true;
+        return v.packet;
       case 'forward':
-        forward(msg, v.servfail, transport).then(send, (err: unknown) => log.warn('forward failed', { err }));
-        return true;
+        return v;
     }
+  }
+
+  function clearCaches(): void {
+    cacheCount = 0;
+    for (const l of listeners.values()) {
+      l.cache.udp.clear();
+      l.cache.tcp.clear();
+    }
+  }
+
+  /** Forwards `msg` and hands the answer (or SERVFAIL) to `send`. */
+  function forwardThen(msg: Buffer, v: ForwardVerdict, transport: Transport, send: (b: Buffer) => void): void {
+    forward(msg, v.servfail, transport).then(send, (err: unknown) => log.warn('forward failed', { err }));
   }
 
   function serveTcp(l: Listener, sock: net.Socket): void {
@@ -249,9 +268,13 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
         buf = buf.subarray(2 + len);
         let answered = false;
         try {
-          answered = handle(l, msg, source, 'tcp', (r) => {
-            if (!sock.destroyed) sock.write(frame(r));
-          });
+          const r = handle(l, msg, source, 'tcp');
+          answered = r !== undefined;
+          if (r !== undefined && 'servfail' in r) {
+            forwardThen(msg, r, 'tcp', (b) => {
+              if (!sock.destroyed) sock.write(frame(b));
+            });
+          } else if (r !== undefined) sock.write(frame(r));
         } catch (err) {
           st.errors++;
           log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
@@ -267,9 +290,10 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
 
   async function open(networkId: string, addr: IpAddr): Promise<Listener> {
     const key = `${networkId}|${addr}`;
-    const udp = dgram.createSocket({ type: addrFamily(addr) === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    const family = addrFamily(addr);
+    const udp = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literal(family) });
     const tcp = net.createServer();
-    const l: Listener = { key, idx: ++listenerSeq, networkId, addr, udp, tcp, conns: new Set() };
+    const l: Listener = { key, networkId, addr, udp, tcp, conns: new Set(), cache: { udp: new Map(), tcp: new Map() } };
     try {
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
@@ -294,9 +318,11 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     const v4 = addrFamily(addr) === 4;
     udp.on('message', (msg, rinfo) => {
       try {
-        handle(l, msg, v4 ? (rinfo.address as IpAddr) : sourceOf(rinfo.address), 'udp', (r) => {
-          udp.send(r, rinfo.port, rinfo.address); // no callback: errors go to the 'error' handler
-        });
+        // No callbacks on send: errors go to the 'error' handler.
+        const r = handle(l, msg, v4 ? (rinfo.address as IpAddr) : sourceOf(rinfo.address), 'udp');
+        if (r === undefined) return;
+        if ('servfail' in r) forwardThen(msg, r, 'udp', (b) => udp.send(b, rinfo.port, rinfo.address));
+        else udp.send(r, rinfo.port, rinfo.address);
       } catch (err) {
         // A bug must cost one query, never the resolver.
         st.errors++;
@@ -320,7 +346,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     async update(next) {
       if (closed) throw new TsnetError('UNAVAILABLE', 'dns server is closed');
       snap = next;
-      cache = new Map();
+      clearCaches();
       const want = new Map<string, { networkId: string; addr: IpAddr }>();
       for (const n of next.networks.values()) for (const g of n.gateways) want.set(`${n.id}|${g}`, { networkId: n.id, addr: g });
       for (const [key, l] of listeners) {
