@@ -7,6 +7,11 @@
  *   in-flight query is lost.
  * - Replies to repeated queries come from a per-snapshot cache (key: network, client, the query
  *   bytes after the id), so the hot path is a map lookup and a copy.
+ * - Native fast path (optional, `native`): a C addon (native/dns-fast.c) serves the UDP socket JS
+ *   bound from its own thread, replaying replies JS computed and marked cacheable, byte for byte
+ *   (key: client address + query bytes after the id); every other datagram reaches JS as before
+ *   (through a bounded queue) and JS's answer is sent and installed by the addon. A snapshot swap
+ *   clears the addon's cache before `update` resolves. Without it, the same answers come from JS.
  * - Forwarding: a fresh socket per query (kernel-chosen random source port) with a random query id,
  *   connected to the upstream so an ICMP "port unreachable" ends the wait at once; upstreams tried
  *   in order within one overall timeout; a bounded number in flight (beyond it: SERVFAIL at once).
@@ -26,6 +31,38 @@ export interface Upstream {
   readonly port: number;
 }
 
+/** The addon's per-listener counters. */
+export interface NativeListenerStats {
+  readonly hits: number;
+  readonly misses: number;
+  /** Misses dropped because the queue to JS was full. */
+  readonly queueDrops: number;
+  /** Datagrams shorter than a header or longer than 4096 bytes, dropped in C. */
+  readonly ignored: number;
+  readonly sendErrors: number;
+  readonly installed: number;
+  readonly clears: number;
+  readonly entries: number;
+  readonly bytes: number;
+}
+
+declare const nativeHandle: unique symbol;
+export type NativeHandle = { readonly [nativeHandle]: true };
+
+/** native/dns-fast.c (see its header). */
+export interface DnsNativeAddon {
+  open(fd: number, onMiss: (query: Buffer, address: string, port: number, sockaddr: Buffer) => void, maxEntries: number, maxBytes: number, queueMax: number): NativeHandle;
+  /** Joins the thread; idempotent. The socket stays JS's. */
+  stop(h: NativeHandle): void;
+  /** Sends `reply` to `sockaddr`; installs it for (client address, query) when `cacheable`. False if not sent. */
+  reply(h: NativeHandle, sockaddr: Buffer, query: Buffer, reply: Buffer, cacheable: boolean): boolean;
+  clear(h: NativeHandle): void;
+  stats(h: NativeHandle): NativeListenerStats;
+}
+
+/** Native fast path counters, summed over listeners (closed ones included). */
+export type DnsNativeStats = { -readonly [K in Exclude<keyof NativeListenerStats, 'entries' | 'bytes' | 'installed' | 'clears'>]: number };
+
 export interface DnsServerOptions {
   readonly log: Logger;
   /** 53 unless a test says otherwise. */
@@ -37,6 +74,8 @@ export interface DnsServerOptions {
   /** Forwarded queries in flight at most (default 256). */
   readonly maxInFlight?: number;
   readonly randomId: () => number;
+  /** The native UDP fast path, when loaded; absent: everything is answered in JS. */
+  readonly native?: DnsNativeAddon;
 }
 
 export interface DnsServerStats {
@@ -54,7 +93,13 @@ export interface DnsServerStats {
 export interface DnsServer {
   /** Swaps the snapshot; listeners follow its gateways. Resolves with the addresses that could not be bound. */
   update(s: DnsSnapshot): Promise<{ readonly listening: readonly string[]; readonly failed: readonly string[] }>;
-  stats(): Readonly<DnsServerStats> & { readonly inFlight: number; readonly listeners: readonly string[]; readonly version: number };
+  stats(): Readonly<DnsServerStats> & {
+    readonly inFlight: number;
+    readonly listeners: readonly string[];
+    readonly version: number;
+    /** Present when the addon was given: its counters and how many listeners it serves. */
+    readonly native?: DnsNativeStats & { readonly listeners: number };
+  };
   close(): Promise<void>;
 }
 
@@ -67,16 +112,34 @@ interface Listener {
   readonly conns: Set<net.Socket>;
   /** Reply cache of the current snapshot, per transport: client address → query bytes after the id (latin1) → reply. */
   readonly cache: { readonly udp: Map<string, Map<string, Buffer>>; readonly tcp: Map<string, Map<string, Buffer>> };
+  /** Set when the addon serves this listener's UDP socket. */
+  native: NativeHandle | undefined;
 }
+
+const NATIVE_KEYS = ['hits', 'misses', 'queueDrops', 'ignored', 'sendErrors'] as const satisfies readonly (keyof DnsNativeStats)[];
 
 type ForwardVerdict = Extract<Verdict, { kind: 'forward' }>;
 
 const CACHE_MAX = 20_000;
+/** The addon's cache per listener: entries (as CACHE_MAX) and bytes of keys and replies. */
+const NATIVE_CACHE_BYTES = 16 << 20;
+/** Misses waiting for JS at most; beyond, the addon drops (and counts) them, as a full socket buffer would. */
+const NATIVE_QUEUE_MAX = 2048;
 const TCP_MAX_CONNS = 256;
 const TCP_IDLE_MS = 10_000;
 
 /** dgram's default resolves every send's address through dns.lookup plus a nextTick; ours are always literal. */
 const literal = (family: 4 | 6) => (address: string, _o: unknown, cb: (err: Error | null, address: string, family: number) => void): void => cb(null, address, family);
+
+/** The fd of a bound dgram socket and a way to stop libuv reading it (Node internals, checked: undefined if absent). */
+function udpHandleOf(sock: dgram.Socket): { readonly fd: number; readonly recvStop: () => number } | undefined {
+  const sym = Object.getOwnPropertySymbols(sock).find((x) => x.description === 'state symbol');
+  const state = sym !== undefined ? (sock as unknown as Record<symbol, { handle?: { fd?: unknown; recvStop?: unknown } } | undefined>)[sym] : undefined;
+  const h = state?.handle;
+  if (h === undefined || typeof h.fd !== 'number' || h.fd < 0 || typeof h.recvStop !== 'function') return undefined;
+  const recvStop = h.recvStop as () => number;
+  return { fd: h.fd, recvStop: () => recvStop.call(h) };
+}
 
 const sourceOf = (a: string | undefined): IpAddr => (a ?? '').replace(/^::ffff:(?=\d+\.)/, '') as IpAddr;
 
@@ -154,6 +217,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
   const maxInFlight = o.maxInFlight ?? 256;
   let snap: DnsSnapshot | undefined;
   let cacheCount = 0;
+  const closedNative: DnsNativeStats = { hits: 0, misses: 0, queueDrops: 0, ignored: 0, sendErrors: 0 };
   const counters = new Map<string, number>();
   const listeners = new Map<string, Listener>();
   let inFlight = 0;
@@ -222,7 +286,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
         st.dropped++;
         return undefined;
       case 'reply':
-        if (v.cacheable && snap === s) {
+        if (v.cacheable) {
           if (cacheCount >= CACHE_MAX) clearCaches();
           cacheCount++;
           if (bySource !== undefined) bySource.set(q, v.packet);
@@ -234,11 +298,66 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     }
   }
 
+  /** A datagram the addon did not answer: JS decides, the addon sends (and caches what may be cached). */
+  function onNativeMiss(l: Listener, h: NativeHandle, native: DnsNativeAddon, msg: Buffer, address: string, sockaddr: Buffer): void {
+    st.queries++;
+    const s = snap;
+    if (s === undefined || l.native !== h) {
+      st.dropped++;
+      return;
+    }
+    try {
+      const v = answerQuery(s, msg, { networkId: l.networkId, source: sourceOf(address), transport: 'udp', rotate });
+      switch (v.kind) {
+        case 'drop':
+          st.dropped++;
+          return;
+        case 'reply':
+          native.reply(h, sockaddr, msg, v.packet, v.cacheable);
+          return;
+        case 'forward':
+          forwardThen(msg, v, 'udp', (b) => native.reply(h, sockaddr, msg, b, false));
+          return;
+      }
+    } catch (err) {
+      st.errors++;
+      log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** Hands the listener's UDP socket to the addon; false (JS keeps serving it) if that cannot be done. */
+  function startNative(l: Listener, native: DnsNativeAddon): boolean {
+    const uh = udpHandleOf(l.udp);
+    if (uh === undefined) {
+      log.warn('native dns fast path: no fd on the UDP socket; serving from JS', { addr: l.addr });
+      return false;
+    }
+    try {
+      const h: NativeHandle = native.open(uh.fd, (msg, address, _port, sockaddr) => onNativeMiss(l, h, native, msg, address, sockaddr), CACHE_MAX, NATIVE_CACHE_BYTES, NATIVE_QUEUE_MAX);
+      l.native = h;
+      uh.recvStop(); // from here only the addon's thread reads the socket
+      return true;
+    } catch (err) {
+      log.warn('native dns fast path: cannot start; serving from JS', { addr: l.addr, err: err instanceof Error ? err.message : String(err) });
+      return false;
+    }
+  }
+
+  function stopNative(l: Listener): void {
+    const h = l.native;
+    if (h === undefined || o.native === undefined) return;
+    l.native = undefined;
+    o.native.stop(h);
+    const n = o.native.stats(h);
+    for (const k of NATIVE_KEYS) closedNative[k] += n[k];
+  }
+
   function clearCaches(): void {
     cacheCount = 0;
     for (const l of listeners.values()) {
       l.cache.udp.clear();
       l.cache.tcp.clear();
+      if (l.native !== undefined) o.native?.clear(l.native);
     }
   }
 
@@ -293,7 +412,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     const family = addrFamily(addr);
     const udp = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literal(family) });
     const tcp = net.createServer();
-    const l: Listener = { key, networkId, addr, udp, tcp, conns: new Set(), cache: { udp: new Map(), tcp: new Map() } };
+    const l: Listener = { key, networkId, addr, udp, tcp, conns: new Set(), cache: { udp: new Map(), tcp: new Map() }, native: undefined };
     try {
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
@@ -329,12 +448,14 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
         log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
       }
     });
+    if (o.native !== undefined) startNative(l, o.native);
     tcp.on('connection', (sock) => serveTcp(l, sock));
     tcp.on('error', (err) => log.warn('tcp listener error', { addr, err: err.message }));
     return l;
   }
 
   async function shut(l: Listener): Promise<void> {
+    stopNative(l); // joins the addon's thread before the socket closes
     for (const c of l.conns) c.destroy();
     await Promise.all([
       new Promise<void>((r) => l.udp.close(() => r())),
@@ -369,7 +490,20 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
       }
       return { listening: [...listeners.values()].map((l) => l.addr), failed };
     },
-    stats: () => ({ ...st, inFlight, listeners: [...listeners.values()].map((l) => l.addr), version: snap?.version ?? 0 }),
+    stats: () => {
+      const base = { ...st, inFlight, listeners: [...listeners.values()].map((l) => l.addr), version: snap?.version ?? 0 };
+      const native = o.native;
+      if (native === undefined) return base;
+      const sum: DnsNativeStats = { ...closedNative };
+      let served = 0;
+      for (const l of listeners.values()) {
+        if (l.native === undefined) continue;
+        served++;
+        const n = native.stats(l.native);
+        for (const k of NATIVE_KEYS) sum[k] += n[k];
+      }
+      return { ...base, native: { ...sum, listeners: served } };
+    },
     async close() {
       closed = true;
       for (const l of listeners.values()) await shut(l);

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # Peers for interop tests and benchmarks: the reference CNI plugins, podman (CNI backend) with runc,
 # dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput).
 PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static
-  containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3)
+  containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3
+  gcc libc6-dev) # gcc, libc6-dev: the DNS resolver's native fast path (native/dns-fast.c)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: not root: skipping system packages (${PACKAGES[*]}); privileged tests will be skipped" >&2
