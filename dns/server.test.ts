@@ -163,7 +163,7 @@ for (const mode of ['js', 'native'] as const) {
 }
 
 // The native path itself: what it served, that a swap clears it at once, that it never answers
-// what JS would not, and that malformed input and a close do no harm.
+// what JS would not; and (both paths) that malformed input and a close do no harm.
 const udpExchange = (server: string, p: number, msg: Buffer, timeoutMs = 1000): Promise<Buffer | undefined> => exchangeUdp(server, p, msg, timeoutMs);
 
 t.test('native: repeated queries are served by the addon, byte for byte what JS answered, with the client id', async (t) => {
@@ -200,9 +200,9 @@ t.test('native: a snapshot swap clears the cache at once (a removed name stops r
   }, { native: ADDON });
 });
 
-t.test('native: fuzz, short and oversized datagrams, then still answering; close twice', async (t) => {
+for (const mode of ['js', 'native'] as const) t.test(`${mode}: fuzz, short and oversized datagrams, then still answering; close twice`, async (t) => {
   const p = port();
-  const s = createDnsServer({ log: nullLogger, port: p, upstreams: () => [], randomId: () => 1, native: ADDON });
+  const s = createDnsServer({ log: nullLogger, port: p, upstreams: () => [], randomId: () => 1, ...(mode === 'native' ? { native: ADDON } : {}) });
   await s.update(buildSnapshot(1, nets(), baseEps));
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
@@ -216,11 +216,17 @@ t.test('native: fuzz, short and oversized datagrams, then still answering; close
   }
   sock.send(Buffer.alloc(5000, 0), p, '127.0.0.1');
   sock.send(Buffer.alloc(3), p, '127.0.0.1');
-  await new Promise((r) => setTimeout(r, 300));
+  // The server shares this process's event loop: let it work through its socket's backlog.
+  for (let last = -1, n = 0; n < 100 && s.stats().queries !== last; n++) {
+    last = s.stats().queries;
+    await new Promise((r) => setTimeout(r, 300));
+  }
   sock.close();
   t.comment(`fuzz: ${sent} sent, ${replies} replies, native ${JSON.stringify(s.stats().native)}`);
-  t.ok((s.stats().native?.ignored ?? 0) >= 2, 'short and oversized datagrams dropped in C');
-  t.same((await ask('127.0.0.1', p, { name: 'web1', type: 'A' })).answers, [{ type: 'A', data: '127.0.0.11' }], 'still answering');
+  if (mode === 'native') t.ok((s.stats().native?.ignored ?? 0) >= 2, 'short and oversized datagrams dropped in C');
+  else t.ok(s.stats().dropped >= 1, 'a short datagram dropped');
+  const alive = await ask('127.0.0.1', p, { name: 'web1', type: 'A' });
+  t.same(alive.answers, [{ type: 'A', data: '127.0.0.11' }], `still answering (${JSON.stringify(alive)}, ${JSON.stringify(s.stats())})`);
   await s.close();
   await s.close();
   t.equal((await ask('127.0.0.1', p, { name: 'web1', type: 'A' }, 300)).error, 'timeout', 'closed: nothing answers');
