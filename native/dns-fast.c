@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,11 @@ typedef struct {
   int stopped;                /* stop() called: never touch fd again */
   pthread_t thread;
   napi_threadsafe_function tsfn;
+  /* the thread's batch buffers, allocated by open() so that a started thread cannot fail */
+  uint8_t (*in)[SLOT], (*outbuf)[SLOT];
+  struct sockaddr_storage *src;
+  struct iovec *iov, *oiov;
+  struct mmsghdr *msgs, *out;
   pthread_mutex_t mu;
   entry_t *buckets[BUCKETS];
   uint32_t entries, max_entries;
@@ -143,21 +149,43 @@ static void send_all(listener_t *l, struct mmsghdr *out, unsigned n) {
   }
 }
 
+static int alloc_buffers(listener_t *l) {
+  l->in = malloc((size_t)BATCH * SLOT);
+  l->outbuf = malloc((size_t)BATCH * SLOT);
+  l->src = calloc(BATCH, sizeof *l->src);
+  l->iov = calloc(BATCH, sizeof *l->iov);
+  l->oiov = calloc(BATCH, sizeof *l->oiov);
+  l->msgs = calloc(BATCH, sizeof *l->msgs);
+  l->out = calloc(BATCH, sizeof *l->out);
+  return l->in && l->outbuf && l->src && l->iov && l->oiov && l->msgs && l->out;
+}
+
+static void free_buffers(listener_t *l) {
+  free(l->in);
+  free(l->outbuf);
+  free(l->src);
+  free(l->iov);
+  free(l->oiov);
+  free(l->msgs);
+  free(l->out);
+}
+
 static void *serve(void *arg) {
   listener_t *l = arg;
   static __thread uint8_t key[KEY_MAX];
-  uint8_t(*in)[SLOT] = malloc((size_t)BATCH * SLOT);
-  uint8_t(*outbuf)[SLOT] = malloc((size_t)BATCH * SLOT);
-  struct sockaddr_storage *src = calloc(BATCH, sizeof *src);
-  struct iovec *iov = calloc(BATCH, sizeof *iov), *oiov = calloc(BATCH, sizeof *oiov);
-  struct mmsghdr *msgs = calloc(BATCH, sizeof *msgs), *out = calloc(BATCH, sizeof *out);
-  if (!in || !outbuf || !src || !iov || !oiov || !msgs || !out) goto done;
+  uint8_t(*in)[SLOT] = l->in, (*outbuf)[SLOT] = l->outbuf;
+  struct sockaddr_storage *src = l->src;
+  struct iovec *iov = l->iov, *oiov = l->oiov;
+  struct mmsghdr *msgs = l->msgs, *out = l->out;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals stay with Node's threads */
   for (;;) {
     struct pollfd p[2] = {{.fd = l->fd, .events = POLLIN}, {.fd = l->efd, .events = POLLIN}};
     int pr = poll(p, 2, -1);
     if (pr < 0) {
-      if (errno == EINTR) continue;
-      break;
+      if (errno != EINTR) usleep(10000); /* ENOMEM: transient; never a silent dead listener */
+      continue;
     }
     if (p[1].revents != 0) break;
     for (;;) {
@@ -226,14 +254,6 @@ static void *serve(void *arg) {
       if (n < BATCH) break;
     }
   }
-done:
-  free(in);
-  free(outbuf);
-  free(src);
-  free(iov);
-  free(oiov);
-  free(msgs);
-  free(out);
   return NULL;
 }
 
@@ -295,6 +315,7 @@ static void finalize_listener(napi_env env, void *data, void *hint) {
   (void)hint;
   listener_t *l = data;
   stop_listener(l);
+  free_buffers(l);
   pthread_mutex_destroy(&l->mu);
   free(l);
 }
@@ -342,15 +363,18 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   l->max_entries = max_entries;
   l->max_bytes = (uint64_t)max_bytes;
   pthread_mutex_init(&l->mu, NULL);
-  if (l->efd < 0) {
+  if (l->efd < 0 || !alloc_buffers(l)) {
+    if (l->efd >= 0) close(l->efd);
+    free_buffers(l);
     pthread_mutex_destroy(&l->mu);
     free(l);
-    return throw_err(env, "open: eventfd failed");
+    return throw_err(env, "open: out of memory or eventfd failed");
   }
   napi_value name;
   napi_create_string_utf8(env, "dns-fast", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, queue_max, 1, NULL, NULL, NULL, call_js, &l->tsfn) != napi_ok) {
     close(l->efd);
+    free_buffers(l);
     pthread_mutex_destroy(&l->mu);
     free(l);
     return throw_err(env, "open: onMiss must be a function");
@@ -359,6 +383,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   if (napi_create_external(env, l, finalize_listener, NULL, &handle) != napi_ok) {
     napi_release_threadsafe_function(l->tsfn, napi_tsfn_abort);
     close(l->efd);
+    free_buffers(l);
     pthread_mutex_destroy(&l->mu);
     free(l);
     return throw_err(env, "open: cannot create the handle");
