@@ -334,6 +334,16 @@ static listener_t *get_listener(napi_env env, napi_value v) {
   return p;
 }
 
+/* The one argument of stop/clear/stats: the handle, or NULL with an exception pending. */
+static listener_t *only_handle(napi_env env, napi_callback_info info, const char *usage) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  listener_t *l = argc == 1 ? get_listener(env, argv[0]) : NULL;
+  if (l == NULL) napi_throw_error(env, NULL, usage);
+  return l;
+}
+
 static int get_buffer(napi_env env, napi_value v, void **data, size_t *len) {
   bool is = false;
   return napi_is_buffer(env, v, &is) == napi_ok && is && napi_get_buffer_info(env, v, data, len) == napi_ok;
@@ -399,11 +409,8 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
 
 /* stop(handle): joins the thread; idempotent. */
 static napi_value js_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  listener_t *l = argc == 1 ? get_listener(env, argv[0]) : NULL;
-  if (l == NULL) return throw_err(env, "stop(handle): not a handle");
+  listener_t *l = only_handle(env, info, "stop(handle): not a handle");
+  if (l == NULL) return NULL;
   stop_listener(l);
   return NULL;
 }
@@ -468,11 +475,8 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
 
 /* clear(handle): forget every cached reply (a new snapshot). */
 static napi_value js_clear(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  listener_t *l = argc == 1 ? get_listener(env, argv[0]) : NULL;
-  if (l == NULL) return throw_err(env, "clear(handle): not a handle");
+  listener_t *l = only_handle(env, info, "clear(handle): not a handle");
+  if (l == NULL) return NULL;
   pthread_mutex_lock(&l->mu);
   clear_locked(l);
   pthread_mutex_unlock(&l->mu);
@@ -487,11 +491,8 @@ static void set_num(napi_env env, napi_value obj, const char *k, double v) {
 
 /* stats(handle) → counters */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  listener_t *l = argc == 1 ? get_listener(env, argv[0]) : NULL;
-  if (l == NULL) return throw_err(env, "stats(handle): not a handle");
+  listener_t *l = only_handle(env, info, "stats(handle): not a handle");
+  if (l == NULL) return NULL;
   napi_value o;
   napi_create_object(env, &o);
   pthread_mutex_lock(&l->mu);

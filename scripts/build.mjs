@@ -2,7 +2,7 @@
 // Bundles each entry point into one ESM file under dist/ (fast start: one file to load, no
 // TypeScript at run time). `tsc --noEmit` (npm test) does the type checking.
 import { build } from 'esbuild';
-import { chmodSync, copyFileSync, existsSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,11 +56,15 @@ const native = (() => {
   const cc = process.env.CC ?? 'gcc';
   const include = ['/usr/include/node', `${dirname(dirname(process.execPath))}/include/node`].find((d) => existsSync(`${d}/node_api.h`));
   if (include === undefined) return 'dist/dns-fast.node skipped (no node_api.h)';
-  const r = spawnSync(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${include}`, '-o', `${root}/dist/dns-fast.node`, `${root}/native/dns-fast.c`, '-lpthread'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // Written beside and renamed over: a running daemon has the old file mapped (rewriting it in place would crash it).
+  const tmp = `${root}/dist/.dns-fast.node.${process.pid}`;
+  const r = spawnSync(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${include}`, '-o', tmp, `${root}/native/dns-fast.c`, '-lpthread'], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.error !== undefined || r.status !== 0) {
+    rmSync(tmp, { force: true });
     rmSync(`${root}/dist/dns-fast.node`, { force: true });
     return `dist/dns-fast.node skipped (${r.error?.message ?? `${cc} exited ${r.status}`})`;
   }
+  renameSync(tmp, `${root}/dist/dns-fast.node`);
   return 'dist/dns-fast.node';
 })();
 console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs', native].join(', ')} in ${Date.now() - t0} ms`);
