@@ -7,12 +7,30 @@ import type { NativeHandle } from './server.js';
 
 const addon = loadTestAddon();
 
-function fdOf(sock: dgram.Socket): number {
+function handleOf(sock: dgram.Socket): { fd: number; recvStop(): void } {
   const sym = Object.getOwnPropertySymbols(sock).find((x) => x.description === 'state symbol');
-  const fd = sym !== undefined ? (sock as unknown as Record<symbol, { handle?: { fd?: number } }>)[sym]?.handle?.fd : undefined;
-  if (typeof fd !== 'number') throw new Error('no fd');
-  return fd;
+  const h = sym !== undefined ? (sock as unknown as Record<symbol, { handle?: { fd: number; recvStop(): void } }>)[sym]?.handle : undefined;
+  if (h === undefined) throw new Error('no handle');
+  return h;
 }
+const fdOf = (sock: dgram.Socket): number => handleOf(sock).fd;
+
+/** The addon serving `srv` (libuv stops reading it); each miss is answered by echoing it as a response, cacheable. */
+function serveEcho(srv: dgram.Socket, seen: { id: number; address: string; port: number }[], maxEntries: number): NativeHandle {
+  const h = addon.open(fdOf(srv), (q, address, port, sa) => {
+    seen.push({ id: q.readUInt16BE(0), address, port });
+    const reply = Buffer.from(q);
+    reply[2] = (reply[2] ?? 0) | 0x80;
+    addon.reply(h, sa, q, reply, true);
+  }, maxEntries, 1 << 20, 64);
+  handleOf(srv).recvStop();
+  return h;
+}
+
+const asker = (cli: dgram.Socket, port: number, addr: string) => (q: Buffer): Promise<Buffer> => new Promise((resolve) => {
+  cli.once('message', (m) => resolve(m));
+  cli.send(q, port, addr);
+});
 
 /** struct sockaddr_in for 127.0.0.1:port (family in host order, little-endian here). */
 function sockaddr4(port: number): Buffer {
@@ -55,19 +73,9 @@ t.test('misses reach JS with the source; replies JS installs are replayed with t
   const srv = await bind();
   srv.on('message', () => t.fail('libuv must not read the socket'));
   const seen: { id: number; address: string; port: number }[] = [];
-  const h = addon.open(fdOf(srv), (q, address, port, sa) => {
-    seen.push({ id: q.readUInt16BE(0), address, port });
-    const reply = Buffer.from(q);
-    reply[2] = (reply[2] ?? 0) | 0x80;
-    addon.reply(h, sa, q, reply, true);
-  }, 3, 1 << 20, 64);
-  const sym = Object.getOwnPropertySymbols(srv).find((x) => x.description === 'state symbol');
-  (srv as unknown as Record<symbol, { handle: { recvStop(): void } }>)[sym as symbol]?.handle.recvStop();
+  const h = serveEcho(srv, seen, 3);
   const cli = await bind();
-  const ask = (q: Buffer): Promise<Buffer> => new Promise((resolve) => {
-    cli.once('message', (m) => resolve(m));
-    cli.send(q, srv.address().port, '127.0.0.1');
-  });
+  const ask = asker(cli, srv.address().port, '127.0.0.1');
   const a = await ask(query(7, 'a.test'));
   t.equal(a.readUInt16BE(0), 7);
   t.same(seen.map((s) => [s.id, s.address, s.port]), [[7, '127.0.0.1', cli.address().port]], 'the miss, with its source');
@@ -102,5 +110,24 @@ t.test('the byte bound', async (t) => {
   t.equal(st.clears, 1, 'the third entry would pass 400 bytes: emptied first');
   t.ok(st.bytes <= 400 && st.entries === 1, `bytes ${st.bytes}, entries ${st.entries}`);
   addon.stop(h);
+  srv.close();
+});
+
+t.test('IPv6: the key and the reply address are the client\'s v6 address', async (t) => {
+  const srv = dgram.createSocket('udp6');
+  await new Promise<void>((r) => srv.bind(0, '::1', r));
+  const seen: { id: number; address: string; port: number }[] = [];
+  const h = serveEcho(srv, seen, 100);
+  const cli = dgram.createSocket('udp6');
+  await new Promise<void>((r) => cli.bind(0, '::1', r));
+  const ask = asker(cli, srv.address().port, '::1');
+  const a = await ask(query(21, 'v6.test'));
+  const b = await ask(query(22, 'v6.test'));
+  t.same(seen.map((x) => x.address), ['::1'], 'one miss, from ::1');
+  t.equal(b.readUInt16BE(0), 22);
+  t.same(b.subarray(2), a.subarray(2));
+  t.match(addon.stats(h), { hits: 1, misses: 1 });
+  addon.stop(h);
+  cli.close();
   srv.close();
 });
