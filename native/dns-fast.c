@@ -59,6 +59,8 @@ typedef struct {
   int efd;
   int running;                /* thread started and not yet joined */
   int stopped;                /* stop() called: never touch fd again */
+  napi_env env;
+  int hooked;                 /* an env cleanup hook is registered (see open()) */
   pthread_t thread;
   napi_threadsafe_function tsfn;
   /* the thread's batch buffers, allocated by open() so that a started thread cannot fail */
@@ -288,7 +290,13 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   free(m);
 }
 
+static void cleanup_hook(void *arg);
+
 static void stop_listener(listener_t *l) {
+  if (l->hooked) {
+    napi_remove_env_cleanup_hook(l->env, cleanup_hook, l);
+    l->hooked = 0;
+  }
   if (l->stopped) return;
   l->stopped = 1;
   if (l->running) {
@@ -308,6 +316,14 @@ static void stop_listener(listener_t *l) {
   pthread_mutex_lock(&l->mu);
   clear_locked(l);
   pthread_mutex_unlock(&l->mu);
+}
+
+/* Node is tearing the environment down without stop(): join the thread before the thread-safe
+ * function goes (this hook was registered after it, so it runs first). */
+static void cleanup_hook(void *arg) {
+  listener_t *l = arg;
+  l->hooked = 0;
+  stop_listener(l);
 }
 
 static void finalize_listener(napi_env env, void *data, void *hint) {
@@ -399,11 +415,13 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return throw_err(env, "open: cannot create the handle");
   }
   /* From here the finalizer owns l. */
+  l->env = env;
   if (pthread_create(&l->thread, NULL, serve, l) != 0) {
     stop_listener(l);
     return throw_err(env, "open: cannot start the thread");
   }
   l->running = 1;
+  if (napi_add_env_cleanup_hook(env, cleanup_hook, l) == napi_ok) l->hooked = 1;
   return handle;
 }
 
