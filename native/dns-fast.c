@@ -191,6 +191,8 @@ static void *serve(void *arg) {
     }
     if (p[1].revents != 0) break;
     for (;;) {
+      /* Under a flood this loop never returns to poll: stop() must still end it. */
+      if (__atomic_load_n(&l->stopped, __ATOMIC_ACQUIRE)) return NULL;
       for (unsigned i = 0; i < BATCH; i++) {
         iov[i].iov_base = in[i];
         iov[i].iov_len = SLOT;
@@ -298,7 +300,7 @@ static void stop_listener(listener_t *l) {
     l->hooked = 0;
   }
   if (l->stopped) return;
-  l->stopped = 1;
+  __atomic_store_n(&l->stopped, 1, __ATOMIC_RELEASE);
   if (l->running) {
     uint64_t one = 1;
     ssize_t w;
