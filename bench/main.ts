@@ -21,7 +21,7 @@ const all: Record<string, () => Promise<BenchSection>> = {
   store: () => benchStore(),
   cnm: () => withIsolatedHost((host) => benchCnm(host, { n: 50 })),
   ports: () => withIsolatedHost((host) => benchPorts(host)),
-  dns: () => withIsolatedHost((host) => benchDns(host, { seconds: Number(process.env['TSNET_BENCH_DNS_SECONDS'] ?? 10) })),
+  dns: () => withIsolatedHost((host) => benchDns(host, { seconds: Number(process.env['TSNET_BENCH_DNS_SECONDS'] ?? 10), fuzz: Number(process.env['TSNET_BENCH_DNS_FUZZ'] ?? 1_000_000) })),
   docker: () => withIsolatedHost((host) => benchDocker(host, { n: 10 })),
   cni: () => withIsolatedHost((host) => benchCni(host, { n: 50, crowd: 200, parallel: 200 })),
 };

@@ -12,6 +12,7 @@ import { parseResolvConf } from '../dns/resolv-conf.js';
 import { createDnsServer, type Upstream } from '../dns/server.js';
 import { hostUpstreams } from '../dns/upstreams.js';
 import type { DaemonService } from './daemon.js';
+import type { DnsNativeLoad } from './dns-native.js';
 import { readOptional } from './engine.js';
 
 export type UpstreamSource =
@@ -27,6 +28,8 @@ export interface DnsServiceOptions {
   readonly upstreams: UpstreamSource;
   readonly timeoutMs?: number;
   readonly maxInFlight?: number;
+  /** The native UDP fast path (cli/dns-native.ts); absent: JS only, reported as such. */
+  readonly native?: DnsNativeLoad;
 }
 
 
@@ -39,7 +42,9 @@ export function createDnsService(o: DnsServiceOptions): DaemonService {
     log: o.log, port: o.port, upstreams: () => upstreams, randomId: () => randomInt(65_536),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
     ...(o.maxInFlight !== undefined ? { maxInFlight: o.maxInFlight } : {}),
+    ...(o.native?.addon !== undefined ? { native: o.native.addon } : {}),
   });
+  const nativeNote = o.native?.note ?? 'not loaded: UDP answered in JS';
   async function reload(): Promise<void> {
     const src = o.upstreams;
     if (src.kind === 'fixed') upstreams = src.servers;
@@ -55,9 +60,13 @@ export function createDnsService(o: DnsServiceOptions): DaemonService {
   }
   return {
     name: 'dns',
-    start: reload,
+    async start() {
+      if (o.native?.addon !== undefined) o.log.info('dns native fast path', { native: nativeNote });
+      else o.log.warn('dns native fast path not in use', { native: nativeNote });
+      await reload();
+    },
     reload,
     stop: () => server.close(),
-    status: () => ({ ...server.stats(), records, upstreams: upstreams.map((u) => `${u.host}:${u.port}`), failedListeners: failed }),
+    status: () => ({ ...server.stats(), records, upstreams: upstreams.map((u) => `${u.host}:${u.port}`), failedListeners: failed, nativeFastPath: nativeNote }),
   };
 }

@@ -49,6 +49,8 @@ export interface Settings {
   readonly shim?: string;
   /** Where the DNS daemon forwards (TSNET_DNS_UPSTREAM), passed to the daemon this process starts. */
   readonly dnsUpstream?: string;
+  /** TSNET_DNS_NATIVE, passed to the daemon this process starts (its native UDP fast path; default on). */
+  readonly dnsNative?: string;
   /** The CLI bundle that runs `daemon` (default: tsnet.js beside this bundle; absent → no daemon is started). */
   readonly daemonEntry?: string;
 }
@@ -100,6 +102,7 @@ async function startDaemon(s: Settings): Promise<void> {
   try {
     spawnDetached([process.execPath, entry, '--state-dir', s.stateDir, '--run-dir', s.runDir, '--firewall', s.firewall, '--log-level', 'info', 'daemon', ...(s.dnsUpstream !== undefined ? ['--upstream', s.dnsUpstream] : [])], {
       stdio: ['ignore', logFile.fd, logFile.fd],
+      ...(s.dnsNative !== undefined ? { env: { TSNET_DNS_NATIVE: s.dnsNative } } : {}),
     });
   } finally {
     await logFile.close();

@@ -8,6 +8,8 @@
  * (TSNET_FIREWALL, default nftables), --log-level debug|info|warn|error (TSNET_LOG_LEVEL, default warn).
  * TSNET_DNS_UPSTREAM=IP[:PORT],...: where the embedded DNS daemon forwards (default: the host's
  * resolv.conf); passed on to the daemon the CLI starts.
+ * TSNET_DNS_NATIVE=0: the DNS daemon answers UDP in JS only, without its native fast path (default on
+ * when dist/dns-fast.node loads); passed on to the daemon the CLI starts.
  */
 import { fileURLToPath } from 'node:url';
 import type { Controller } from '../cnm/controller.js';
@@ -71,6 +73,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     firewall: fw as FirewallBackend,
     log,
     ...(env['TSNET_DNS_UPSTREAM'] !== undefined ? { dnsUpstream: env['TSNET_DNS_UPSTREAM'] } : {}),
+    ...(env['TSNET_DNS_NATIVE'] !== undefined ? { dnsNative: env['TSNET_DNS_NATIVE'] } : {}), // dns2: native fast path switch
   };
   let world: Promise<Engine> | undefined;
   const getWorld = (): Promise<Engine> => (world ??= createEngine(settings));

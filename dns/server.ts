@@ -7,6 +7,11 @@
  *   in-flight query is lost.
  * - Replies to repeated queries come from a per-snapshot cache (key: network, client, the query
  *   bytes after the id), so the hot path is a map lookup and a copy.
+ * - Native fast path (optional, `native`): a C addon (native/dns-fast.c) serves the UDP socket JS
+ *   bound from its own thread, replaying replies JS computed and marked cacheable, byte for byte
+ *   (key: client address + query bytes after the id); every other datagram reaches JS as before
+ *   (through a bounded queue) and JS's answer is sent and installed by the addon. A snapshot swap
+ *   clears the addon's cache before `update` resolves. Without it, the same answers come from JS.
  * - Forwarding: a fresh socket per query (kernel-chosen random source port) with a random query id,
  *   connected to the upstream so an ICMP "port unreachable" ends the wait at once; upstreams tried
  *   in order within one overall timeout; a bounded number in flight (beyond it: SERVFAIL at once).
@@ -18,13 +23,45 @@ import net from 'node:net';
 import { TsnetError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { addrFamily, type IpAddr } from '../core/net.js';
-import { answerQuery, type Transport } from './answer.js';
+import { answerQuery, type Transport, type Verdict } from './answer.js';
 import type { DnsSnapshot } from './records.js';
 
 export interface Upstream {
   readonly host: IpAddr;
   readonly port: number;
 }
+
+/** The addon's per-listener counters. */
+export interface NativeListenerStats {
+  readonly hits: number;
+  readonly misses: number;
+  /** Misses dropped because the queue to JS was full. */
+  readonly queueDrops: number;
+  /** Datagrams shorter than a header or longer than 4096 bytes, dropped in C. */
+  readonly ignored: number;
+  readonly sendErrors: number;
+  readonly installed: number;
+  readonly clears: number;
+  readonly entries: number;
+  readonly bytes: number;
+}
+
+declare const nativeHandle: unique symbol;
+export type NativeHandle = { readonly [nativeHandle]: true };
+
+/** native/dns-fast.c (see its header). */
+export interface DnsNativeAddon {
+  open(fd: number, onMiss: (query: Buffer, address: string, port: number, sockaddr: Buffer) => void, maxEntries: number, maxBytes: number, queueMax: number): NativeHandle;
+  /** Joins the thread; idempotent. The socket stays JS's. */
+  stop(h: NativeHandle): void;
+  /** Sends `reply` to `sockaddr`; installs it for (client address, query) when `cacheable`. False if not sent. */
+  reply(h: NativeHandle, sockaddr: Buffer, query: Buffer, reply: Buffer, cacheable: boolean): boolean;
+  clear(h: NativeHandle): void;
+  stats(h: NativeHandle): NativeListenerStats;
+}
+
+/** Native fast path counters, summed over listeners (closed ones included). */
+export type DnsNativeStats = { -readonly [K in Exclude<keyof NativeListenerStats, 'entries' | 'bytes' | 'installed' | 'clears'>]: number };
 
 export interface DnsServerOptions {
   readonly log: Logger;
@@ -37,6 +74,8 @@ export interface DnsServerOptions {
   /** Forwarded queries in flight at most (default 256). */
   readonly maxInFlight?: number;
   readonly randomId: () => number;
+  /** The native UDP fast path, when loaded; absent: everything is answered in JS. */
+  readonly native?: DnsNativeAddon;
 }
 
 export interface DnsServerStats {
@@ -54,24 +93,57 @@ export interface DnsServerStats {
 export interface DnsServer {
   /** Swaps the snapshot; listeners follow its gateways. Resolves with the addresses that could not be bound. */
   update(s: DnsSnapshot): Promise<{ readonly listening: readonly string[]; readonly failed: readonly string[] }>;
-  stats(): Readonly<DnsServerStats> & { readonly inFlight: number; readonly listeners: readonly string[]; readonly version: number };
+  stats(): Readonly<DnsServerStats> & {
+    readonly inFlight: number;
+    readonly listeners: readonly string[];
+    readonly version: number;
+    /** Present when the addon was given: its counters and how many listeners it serves. */
+    readonly native?: DnsNativeStats & { readonly listeners: number };
+  };
   close(): Promise<void>;
 }
 
 interface Listener {
   readonly key: string;
-  /** A short number for cache keys. */
-  readonly idx: number;
   readonly networkId: string;
   readonly addr: IpAddr;
   readonly udp: dgram.Socket;
   readonly tcp: net.Server;
   readonly conns: Set<net.Socket>;
+  /** Reply cache of the current snapshot, per transport: client address → query bytes after the id (latin1) → reply. */
+  readonly cache: { readonly udp: Map<string, Map<string, Buffer>>; readonly tcp: Map<string, Map<string, Buffer>> };
+  /** Set when the addon serves this listener's UDP socket. */
+  native: NativeHandle | undefined;
 }
 
+const NATIVE_KEYS = ['hits', 'misses', 'queueDrops', 'ignored', 'sendErrors'] as const satisfies readonly (keyof DnsNativeStats)[];
+
+type ForwardVerdict = Extract<Verdict, { kind: 'forward' }>;
+
 const CACHE_MAX = 20_000;
+/**
+ * The addon's cache per listener: at most CACHE_MAX entries and this many bytes of keys and replies
+ * (full: emptied, as the JS cache). With its 2 x 64 x 4 KiB batch buffers, a listener's addon memory
+ * stays under ~5 MiB.
+ */
+const NATIVE_CACHE_BYTES = 4 << 20;
+/** Misses waiting for JS at most; beyond, the addon drops (and counts) them, as a full socket buffer would. */
+const NATIVE_QUEUE_MAX = 2048;
 const TCP_MAX_CONNS = 256;
 const TCP_IDLE_MS = 10_000;
+
+/** dgram's default resolves every send's address through dns.lookup plus a nextTick; ours are always literal. */
+const literal = (family: 4 | 6) => (address: string, _o: unknown, cb: (err: Error | null, address: string, family: number) => void): void => cb(null, address, family);
+
+/** The fd of a bound dgram socket and a way to stop libuv reading it (Node internals, checked: undefined if absent). */
+function udpHandleOf(sock: dgram.Socket): { readonly fd: number; readonly recvStop: () => number } | undefined {
+  const sym = Object.getOwnPropertySymbols(sock).find((x) => x.description === 'state symbol');
+  const state = sym !== undefined ? (sock as unknown as Record<symbol, { handle?: { fd?: unknown; recvStop?: unknown } } | undefined>)[sym] : undefined;
+  const h = state?.handle;
+  if (h === undefined || typeof h.fd !== 'number' || h.fd < 0 || typeof h.recvStop !== 'function') return undefined;
+  const recvStop = h.recvStop as () => number;
+  return { fd: h.fd, recvStop: () => recvStop.call(h) };
+}
 
 const sourceOf = (a: string | undefined): IpAddr => (a ?? '').replace(/^::ffff:(?=\d+\.)/, '') as IpAddr;
 
@@ -148,12 +220,12 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
   const timeoutMs = o.timeoutMs ?? 2000;
   const maxInFlight = o.maxInFlight ?? 256;
   let snap: DnsSnapshot | undefined;
-  let cache = new Map<string, Buffer>();
+  let cacheCount = 0;
+  const closedNative: DnsNativeStats = { hits: 0, misses: 0, queueDrops: 0, ignored: 0, sendErrors: 0 };
   const counters = new Map<string, number>();
   const listeners = new Map<string, Listener>();
   let inFlight = 0;
   let closed = false;
-  let listenerSeq = 0;
   const st: DnsServerStats = { queries: 0, cacheHits: 0, forwarded: 0, servfail: 0, overload: 0, dropped: 0, tcpConnections: 0, errors: 0 };
   const rotate = (key: string): number => {
     if (counters.size > 10_000) counters.clear();
@@ -193,39 +265,109 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     }
   }
 
-  /** Answers one query through `send` (now or after forwarding); false if it gets no answer. */
-  function handle(l: Listener, msg: Buffer, source: IpAddr, transport: Transport, send: (b: Buffer) => void): boolean {
+  /** Answers one query: the reply to send now, a forward verdict (the caller forwards), or undefined (no answer). */
+  function handle(l: Listener, msg: Buffer, source: IpAddr, transport: Transport): Buffer | ForwardVerdict | undefined {
     st.queries++;
     const s = snap;
     if (s === undefined || msg.length < 12) {
       st.dropped++;
-      return false;
+      return undefined;
     }
-    const key = `${transport === 'udp' ? 'u' : 't'}${l.idx}|${source}|${msg.toString('latin1', 2)}`;
-    const hit = cache.get(key);
+    const q = msg.toString('latin1', 2);
+    const bySource = l.cache[transport].get(source);
+    const hit = bySource?.get(q);
     if (hit !== undefined) {
       st.cacheHits++;
-      const b = Buffer.from(hit);
-      b.writeUInt16BE(msg.readUInt16BE(0), 0);
-      send(b);
-      return true;
+      const b = Buffer.allocUnsafe(hit.length);
+      hit.copy(b);
+      b[0] = msg[0] as number;
+      b[1] = msg[1] as number;
+      return b;
     }
     const v = answerQuery(s, msg, { networkId: l.networkId, source, transport, rotate });
     switch (v.kind) {
       case 'drop':
         st.dropped++;
-        return false;
+        return undefined;
       case 'reply':
-        if (v.cacheable && snap === s) {
-          if (cache.size >= CACHE_MAX) cache = new Map();
-          cache.set(key, v.packet);
+        if (v.cacheable) {
+          if (cacheCount >= CACHE_MAX) clearCaches();
+          cacheCount++;
+          if (bySource !== undefined) bySource.set(q, v.packet);
+          else l.cache[transport].set(source, new Map([[q, v.packet]]));
         }
-        send(v.packet);
-        return true;
+        return v.packet;
       case 'forward':
-        forward(msg, v.servfail, transport).then(send, (err: unknown) => log.warn('forward failed', { err }));
-        return true;
+        return v;
     }
+  }
+
+  /** A datagram the addon did not answer: JS decides, the addon sends (and caches what may be cached). */
+  function onNativeMiss(l: Listener, h: NativeHandle, native: DnsNativeAddon, msg: Buffer, address: string, sockaddr: Buffer): void {
+    st.queries++;
+    const s = snap;
+    if (s === undefined || l.native !== h) {
+      st.dropped++;
+      return;
+    }
+    try {
+      const v = answerQuery(s, msg, { networkId: l.networkId, source: sourceOf(address), transport: 'udp', rotate });
+      switch (v.kind) {
+        case 'drop':
+          st.dropped++;
+          return;
+        case 'reply':
+          native.reply(h, sockaddr, msg, v.packet, v.cacheable);
+          return;
+        case 'forward':
+          forwardThen(msg, v, 'udp', (b) => native.reply(h, sockaddr, msg, b, false));
+          return;
+      }
+    } catch (err) {
+      st.errors++;
+      log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** Hands the listener's UDP socket to the addon; false (JS keeps serving it) if that cannot be done. */
+  function startNative(l: Listener, native: DnsNativeAddon): boolean {
+    const uh = udpHandleOf(l.udp);
+    if (uh === undefined) {
+      log.warn('native dns fast path: no fd on the UDP socket; serving from JS', { addr: l.addr });
+      return false;
+    }
+    try {
+      const h: NativeHandle = native.open(uh.fd, (msg, address, _port, sockaddr) => onNativeMiss(l, h, native, msg, address, sockaddr), CACHE_MAX, NATIVE_CACHE_BYTES, NATIVE_QUEUE_MAX);
+      l.native = h;
+      uh.recvStop(); // from here only the addon's thread reads the socket
+      return true;
+    } catch (err) {
+      log.warn('native dns fast path: cannot start; serving from JS', { addr: l.addr, err: err instanceof Error ? err.message : String(err) });
+      return false;
+    }
+  }
+
+  function stopNative(l: Listener): void {
+    const h = l.native;
+    if (h === undefined || o.native === undefined) return;
+    l.native = undefined;
+    o.native.stop(h);
+    const n = o.native.stats(h);
+    for (const k of NATIVE_KEYS) closedNative[k] += n[k];
+  }
+
+  function clearCaches(): void {
+    cacheCount = 0;
+    for (const l of listeners.values()) {
+      l.cache.udp.clear();
+      l.cache.tcp.clear();
+      if (l.native !== undefined) o.native?.clear(l.native);
+    }
+  }
+
+  /** Forwards `msg` and hands the answer (or SERVFAIL) to `send`. */
+  function forwardThen(msg: Buffer, v: ForwardVerdict, transport: Transport, send: (b: Buffer) => void): void {
+    forward(msg, v.servfail, transport).then(send, (err: unknown) => log.warn('forward failed', { err }));
   }
 
   function serveTcp(l: Listener, sock: net.Socket): void {
@@ -249,9 +391,13 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
         buf = buf.subarray(2 + len);
         let answered = false;
         try {
-          answered = handle(l, msg, source, 'tcp', (r) => {
-            if (!sock.destroyed) sock.write(frame(r));
-          });
+          const r = handle(l, msg, source, 'tcp');
+          answered = r !== undefined;
+          if (r !== undefined && 'servfail' in r) {
+            forwardThen(msg, r, 'tcp', (b) => {
+              if (!sock.destroyed) sock.write(frame(b));
+            });
+          } else if (r !== undefined) sock.write(frame(r));
         } catch (err) {
           st.errors++;
           log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
@@ -267,9 +413,10 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
 
   async function open(networkId: string, addr: IpAddr): Promise<Listener> {
     const key = `${networkId}|${addr}`;
-    const udp = dgram.createSocket({ type: addrFamily(addr) === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    const family = addrFamily(addr);
+    const udp = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: literal(family) });
     const tcp = net.createServer();
-    const l: Listener = { key, idx: ++listenerSeq, networkId, addr, udp, tcp, conns: new Set() };
+    const l: Listener = { key, networkId, addr, udp, tcp, conns: new Set(), cache: { udp: new Map(), tcp: new Map() }, native: undefined };
     try {
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
@@ -294,21 +441,25 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     const v4 = addrFamily(addr) === 4;
     udp.on('message', (msg, rinfo) => {
       try {
-        handle(l, msg, v4 ? (rinfo.address as IpAddr) : sourceOf(rinfo.address), 'udp', (r) => {
-          udp.send(r, rinfo.port, rinfo.address); // no callback: errors go to the 'error' handler
-        });
+        // No callbacks on send: errors go to the 'error' handler.
+        const r = handle(l, msg, v4 ? (rinfo.address as IpAddr) : sourceOf(rinfo.address), 'udp');
+        if (r === undefined) return;
+        if ('servfail' in r) forwardThen(msg, r, 'udp', (b) => udp.send(b, rinfo.port, rinfo.address));
+        else udp.send(r, rinfo.port, rinfo.address);
       } catch (err) {
         // A bug must cost one query, never the resolver.
         st.errors++;
         log.warn('query failed', { err: err instanceof Error ? err.message : String(err) });
       }
     });
+    if (o.native !== undefined) startNative(l, o.native);
     tcp.on('connection', (sock) => serveTcp(l, sock));
     tcp.on('error', (err) => log.warn('tcp listener error', { addr, err: err.message }));
     return l;
   }
 
   async function shut(l: Listener): Promise<void> {
+    stopNative(l); // joins the addon's thread before the socket closes
     for (const c of l.conns) c.destroy();
     await Promise.all([
       new Promise<void>((r) => l.udp.close(() => r())),
@@ -320,7 +471,7 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
     async update(next) {
       if (closed) throw new TsnetError('UNAVAILABLE', 'dns server is closed');
       snap = next;
-      cache = new Map();
+      clearCaches();
       const want = new Map<string, { networkId: string; addr: IpAddr }>();
       for (const n of next.networks.values()) for (const g of n.gateways) want.set(`${n.id}|${g}`, { networkId: n.id, addr: g });
       for (const [key, l] of listeners) {
@@ -343,7 +494,20 @@ export function createDnsServer(o: DnsServerOptions): DnsServer {
       }
       return { listening: [...listeners.values()].map((l) => l.addr), failed };
     },
-    stats: () => ({ ...st, inFlight, listeners: [...listeners.values()].map((l) => l.addr), version: snap?.version ?? 0 }),
+    stats: () => {
+      const base = { ...st, inFlight, listeners: [...listeners.values()].map((l) => l.addr), version: snap?.version ?? 0 };
+      const native = o.native;
+      if (native === undefined) return base;
+      const sum: DnsNativeStats = { ...closedNative };
+      let served = 0;
+      for (const l of listeners.values()) {
+        if (l.native === undefined) continue;
+        served++;
+        const n = native.stats(l.native);
+        for (const k of NATIVE_KEYS) sum[k] += n[k];
+      }
+      return { ...base, native: { ...sum, listeners: served } };
+    },
     async close() {
       closed = true;
       for (const l of listeners.values()) await shut(l);

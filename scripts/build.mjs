@@ -2,8 +2,9 @@
 // Bundles each entry point into one ESM file under dist/ (fast start: one file to load, no
 // TypeScript at run time). `tsc --noEmit` (npm test) does the type checking.
 import { build } from 'esbuild';
-import { chmodSync, copyFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -50,12 +51,28 @@ await build({
 copyFileSync(`${root}/plugins/cni/bin/loader.cjs`, `${root}/dist/tsnet-cni-loader.cjs`);
 copyFileSync(`${root}/plugins/cni/bin/client.c`, `${root}/dist/tsnet-cni-client.c`);
 execFileSync(process.execPath, [`${root}/dist/tsnet.js`, 'cni', 'install', '--bin-dir', `${root}/dist`, '--conf-dir', '', '--suffix', '.cjs'], { stdio: ['ignore', 'ignore', 'inherit'] });
-console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs'].join(', ')} in ${Date.now() - t0} ms`);
+// The embedded resolver's native UDP fast path (native/dns-fast.c, node-api, no node-gyp): built
+// when a C compiler and Node's headers are here; without it the resolver answers in JS (and says so).
+const native = (() => {
+  const cc = process.env.CC ?? 'gcc';
+  const include = ['/usr/include/node', `${dirname(dirname(process.execPath))}/include/node`].find((d) => existsSync(`${d}/node_api.h`));
+  if (include === undefined) return 'dist/dns-fast.node skipped (no node_api.h)';
+  // Written beside and renamed over: a running daemon has the old file mapped (rewriting it in place would crash it).
+  const tmp = `${root}/dist/.dns-fast.node.${process.pid}`;
+  const r = spawnSync(cc, ['-O2', '-Wall', '-shared', '-fPIC', `-I${include}`, '-o', tmp, `${root}/native/dns-fast.c`, '-lpthread'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.error !== undefined || r.status !== 0) {
+    rmSync(tmp, { force: true });
+    rmSync(`${root}/dist/dns-fast.node`, { force: true });
+    return `dist/dns-fast.node skipped (${r.error?.message ?? `${cc} exited ${r.status}`})`;
+  }
+  renameSync(tmp, `${root}/dist/dns-fast.node`);
+  return 'dist/dns-fast.node';
+})();
+console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs', native].join(', ')} in ${Date.now() - t0} ms`);
 // `--types`: the library's declarations (dist/types) for TypeScript consumers of `import ... from
 // 'tsnet'`. Slow (a full tsc pass), so only `npm run build` asks for it, not the test runs.
 if (process.argv.includes('--types')) {
   const t1 = Date.now();
-  const { spawnSync } = await import('node:child_process');
   const r = spawnSync(process.execPath, [`${root}/node_modules/typescript/bin/tsc`, '-p', `${root}/tsconfig.lib.json`], { stdio: 'inherit' });
   if (r.status !== 0) process.exit(r.status ?? 1);
   console.log(`build: dist/types in ${Date.now() - t1} ms`);

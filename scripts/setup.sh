@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Peers for interop tests and benchmarks: the reference CNI plugins, podman (CNI backend) with runc,
 # dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput). gcc and libc6-dev
-# build the CNI plugins' C front end (plugins/cni/bin/client.c).
+# build the CNI plugins' C front end (plugins/cni/bin/client.c) and the DNS resolver's native fast
+# path (native/dns-fast.c).
 PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static
   containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3 gcc libc6-dev)
 

@@ -11,6 +11,7 @@ import { openFsStore } from '../../sys/store/fs.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';
 import { createCniService } from '../cni-service.js';
+import { loadDnsNative } from '../dns-native.js';
 import { createDnsService, type UpstreamSource } from '../dns-service.js';
 import type { Controller } from '../../cnm/controller.js';
 import { HOST_NETNS } from '../../core/net.js';
@@ -27,6 +28,8 @@ export interface DaemonSettings {
   readonly firewall: FirewallBackend;
   /** TSNET_DNS_UPSTREAM: the default of --upstream. */
   readonly dnsUpstream?: string;
+  /** TSNET_DNS_NATIVE: the resolver's native UDP fast path, on unless 0/off/false. */
+  readonly dnsNative?: string;
 }
 
 const SPECS: FlagSpec[] = [
@@ -65,7 +68,7 @@ export const daemonCommands = (settings: DaemonSettings): Record<string, Command
       let engine: Promise<Engine> | undefined;
       const engineController = async (): Promise<Controller> => (await (engine ??= createEngine(settings))).controller;
       const services: DaemonService[] = [
-        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams }),
+        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams, native: loadDnsNative(settings.dnsNative) }),
         createFirewallService({ hostNs: HOST_NETNS, log: settings.log, controller: engineController }),
         ...(bool(p, 'no-cni') ? [] : [createCniService({ runDir: settings.runDir, log: settings.log })]),
       ];

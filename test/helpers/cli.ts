@@ -17,11 +17,11 @@ export type Cli = (...args: string[]) => Promise<CliResult>;
 /** Where a test's DNS daemon forwards unless told otherwise: a dead port on the isolated host's loopback, never the machine's real resolvers. */
 export const NO_UPSTREAM = '127.0.0.1:9';
 
-export function cliFor(host: IsolatedHost, opts: { readonly firewall?: string; readonly ns?: NetnsRef; readonly dnsUpstream?: string } = {}): Cli {
+export function cliFor(host: IsolatedHost, opts: { readonly firewall?: string; readonly ns?: NetnsRef; readonly dnsUpstream?: string; /** TSNET_DNS_NATIVE */ readonly dnsNative?: string } = {}): Cli {
   return async (...args) => {
     try {
       const r = await run(inNetns(opts.ns ?? host.ns, [process.execPath, TSNET_BIN, ...args]), {
-        env: { TSNET_STATE_DIR: host.stateDir, TSNET_RUN_DIR: host.runDir, TSNET_FIREWALL: opts.firewall ?? 'nftables', TSNET_DNS_UPSTREAM: opts.dnsUpstream ?? NO_UPSTREAM },
+        env: { TSNET_STATE_DIR: host.stateDir, TSNET_RUN_DIR: host.runDir, TSNET_FIREWALL: opts.firewall ?? 'nftables', TSNET_DNS_UPSTREAM: opts.dnsUpstream ?? NO_UPSTREAM, ...(opts.dnsNative !== undefined ? { TSNET_DNS_NATIVE: opts.dnsNative } : {}) },
         timeoutMs: 60_000,
       });
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
