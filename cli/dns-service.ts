@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import { dnsInputs } from '../cnm/dns.js';
 import type { CnmState } from '../cnm/state.js';
 import type { Logger } from '../core/log.js';
+import type { CniAttachmentRecord } from '../sys/store/cni-attachments.js';
 import { buildSnapshot } from '../dns/records.js';
 import { parseResolvConf } from '../dns/resolv-conf.js';
 import { createDnsServer, type Upstream } from '../dns/server.js';
@@ -27,6 +28,8 @@ export interface DnsServiceOptions {
   readonly upstreams: UpstreamSource;
   readonly timeoutMs?: number;
   readonly maxInFlight?: number;
+  /** The CNI plugins' attachment records (tsnet-bridge with DNS on), read at every reload. */
+  readonly cniAttachments?: () => Promise<readonly CniAttachmentRecord[]>;
 }
 
 
@@ -47,8 +50,8 @@ export function createDnsService(o: DnsServiceOptions): DaemonService {
       const resolved = await readOptional(src.resolvedPath);
       upstreams = hostUpstreams(parseResolvConf((await readOptional(src.path)) ?? ''), resolved !== undefined ? parseResolvConf(resolved) : undefined);
     }
-    const [networks, endpoints, sandboxes] = await Promise.all([o.state.networks.list(), o.state.endpoints.list(), o.state.sandboxes.list()]);
-    const inputs = dnsInputs(networks, endpoints, sandboxes);
+    const [networks, endpoints, sandboxes, cni] = await Promise.all([o.state.networks.list(), o.state.endpoints.list(), o.state.sandboxes.list(), o.cniAttachments?.() ?? []]);
+    const inputs = dnsInputs(networks, endpoints, sandboxes, cni);
     const snap = buildSnapshot(++version, inputs.networks, inputs.endpoints);
     records = snap.records;
     failed = (await server.update(snap)).failed;

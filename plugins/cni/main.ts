@@ -7,6 +7,8 @@
  * skeleton and exits with its status.
  *
  * TSNET_CNI_LOG_LEVEL (debug, info, warn (default), error): JSON lines on stderr.
+ * TSNET_STATE_DIR, TSNET_RUN_DIR: tsnet's directories for the DNS registry (as for the CLI; a
+ * configuration's tsnetStateDir / tsnetRunDir win).
  */
 import type { Firewall, FirewallBackend, FirewallDeps } from '../../sys/firewall/api.js';
 import type { CniDeps } from './deps.js';
@@ -45,8 +47,24 @@ async function buildDeps(): Promise<CniDeps> {
   const fwDeps = { netns: HOST_NETNS, log };
   const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
   const locker = createLocker({ crossProcess: abstractSocketLock('tsnet-cni'), label: 'tsnet-cni' });
+  // tsnet's DNS registry (plugins/cni/dns.ts): loaded only when a request asks for it.
+  const dnsRegistry: CniDeps['dnsRegistry'] = (dirs) => {
+    const stateDir = dirs.stateDir ?? process.env['TSNET_STATE_DIR'] ?? '/var/lib/tsnet';
+    const runDir = dirs.runDir ?? process.env['TSNET_RUN_DIR'] ?? '/run/tsnet';
+    const mods = Promise.all([import('../../sys/store/cni-attachments.js'), import('../../sys/store/fs.js'), import('../../sys/daemon-client.js')]);
+    const reg = mods.then(([{ createCniDnsRegistry }, { openFsStore }, { daemonCall, daemonSocket }]) =>
+      createCniDnsRegistry({ stateDir, runDir, openStore: (dir) => openFsStore({ dir }), call: daemonCall, socket: daemonSocket(runDir) }));
+    reg.catch(() => undefined); // awaited by every use; never an unhandled rejection
+    return {
+      put: async (id, rec) => (await reg).put(id, rec),
+      remove: async (id) => (await reg).remove(id),
+      ids: async (prefix) => (await reg).ids(prefix),
+      reload: async (ms) => (await reg).reload(ms),
+    };
+  };
   return {
     hostNs: HOST_NETNS,
+    dnsRegistry,
     netlink,
     sysctl: createSysctlFor(),
     tc: createTcFor(),
