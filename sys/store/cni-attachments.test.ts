@@ -1,0 +1,57 @@
+import t from 'tap';
+import net from 'node:net';
+import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { IpAddr, Prefix } from '../../core/net.js';
+import { daemonCall } from '../daemon-client.js';
+import { cniAttachments, createCniDnsRegistry, type CniAttachmentRecord } from './cni-attachments.js';
+import { openFsStore } from './fs.js';
+
+const base = await mkdtemp(join(tmpdir(), 'tsnet-cni-dns-'));
+t.teardown(() => rm(base, { recursive: true, force: true }));
+
+const REC: CniAttachmentRecord = {
+  networkId: 'cni-lab', network: 'lab', gateways: ['10.0.0.1' as IpAddr], subnets: ['10.0.0.0/24' as Prefix], containerId: 'c1', ifName: 'eth0', addresses: ['10.0.0.2' as IpAddr], names: ['web', 'c1'],
+};
+
+t.test('records in the fs store; DEL and GC never create the state directory', async (t) => {
+  const stateDir = join(base, 'state');
+  const calls: string[] = [];
+  const reg = createCniDnsRegistry({ stateDir, runDir: join(base, 'run'), socket: join(base, 'run', 'daemon.sock'), openStore: (dir) => openFsStore({ dir }), call: async (s, op) => (calls.push(`${s} ${op}`), undefined) });
+  t.equal(await reg.remove('cni-x-y'), false, 'remove: nothing there');
+  t.same(await reg.ids('cni-'), [], 'ids: none');
+  t.equal(await stat(stateDir).then(() => true, () => false), false, 'the state directory was not created');
+  await reg.put('cni-a-1', REC);
+  await reg.put('cni-a-2', { ...REC, containerId: 'c2' });
+  await reg.put('cni-b-1', { ...REC, network: 'other', networkId: 'cni-other' });
+  t.same(await readdir(join(stateDir, 'records', 'cni-attachments')), ['cni-a-1.json', 'cni-a-2.json', 'cni-b-1.json'], 'one file per attachment');
+  t.same(await reg.ids('cni-a-'), ['cni-a-1', 'cni-a-2'], 'ids by prefix');
+  t.equal(await reg.remove('cni-a-1'), true);
+  t.equal(await reg.remove('cni-a-1'), false, 'idempotent');
+  const { entries, errors } = await cniAttachments(await openFsStore({ dir: stateDir })).list();
+  t.same(entries.map((e) => e.record.containerId), ['c2', 'c1'], 'the daemon reads them back');
+  t.same(errors, []);
+  await t.rejects(reg.put('cni-bad', { ...REC, addresses: ['nope' as IpAddr] }), /addresses/, 'a malformed record is refused on write');
+  t.equal(await reg.reload(100), false, 'reload: no daemon');
+  t.same(calls, [`${join(base, 'run', 'daemon.sock')} reload`]);
+});
+
+t.test('reload: ack, failure, no answer, stale socket', async (t) => {
+  const dir = join(base, 'sock');
+  await mkdir(dir, { recursive: true });
+  const socket = join(dir, 'daemon.sock');
+  let reply: string | undefined = '{"ok":true,"pid":1}\n';
+  const server = net.createServer((c) => c.on('data', () => (reply === undefined ? undefined : c.end(reply))));
+  await new Promise<void>((r) => server.listen(socket, r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const reg = createCniDnsRegistry({ stateDir: join(base, 's2'), runDir: dir, socket, openStore: (d) => openFsStore({ dir: d }), call: daemonCall });
+  t.equal(await reg.reload(2000), true, 'acked');
+  reply = '{"ok":false,"pid":1,"error":"boom"}\n';
+  await t.rejects(reg.reload(2000), /daemon reload failed: .*boom/, 'a failed reload is an error (the plugin logs it)');
+  reply = undefined;
+  await t.rejects(reg.reload(100), /no answer to reload within 100 ms/, 'bounded wait');
+  const stale = join(dir, 'stale.sock');
+  await writeFile(stale, '');
+  t.equal(await daemonCall(stale, 'reload', 100), undefined, 'a socket file nobody listens on: no daemon');
+});
