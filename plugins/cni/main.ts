@@ -25,6 +25,9 @@ function readStdin(): Promise<string> {
   });
 }
 
+/** tsnet's DNS registry (plugins/cni/dns.ts): loaded when a request asks for it (and by `preload`). */
+const dnsModules = () => Promise.all([import('../../sys/store/cni-attachments.js'), import('../../sys/store/fs.js'), import('../../sys/daemon-client.js')]);
+
 /**
  * The real parts, loaded only once the request is known to be well-formed (VERSION and malformed
  * input never load them): dynamic imports, which the bundler turns into lazily evaluated modules.
@@ -47,19 +50,17 @@ async function buildDeps(): Promise<CniDeps> {
   const fwDeps = { netns: HOST_NETNS, log };
   const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
   const locker = createLocker({ crossProcess: abstractSocketLock('tsnet-cni'), label: 'tsnet-cni' });
-  // tsnet's DNS registry (plugins/cni/dns.ts): loaded only when a request asks for it.
   const dnsRegistry: CniDeps['dnsRegistry'] = (dirs) => {
     const stateDir = dirs.stateDir ?? process.env['TSNET_STATE_DIR'] ?? '/var/lib/tsnet';
     const runDir = dirs.runDir ?? process.env['TSNET_RUN_DIR'] ?? '/run/tsnet';
-    const mods = Promise.all([import('../../sys/store/cni-attachments.js'), import('../../sys/store/fs.js'), import('../../sys/daemon-client.js')]);
-    const reg = mods.then(([{ createCniDnsRegistry }, { openFsStore }, { daemonCall, daemonSocket }]) =>
-      createCniDnsRegistry({ stateDir, runDir, openStore: (dir) => openFsStore({ dir }), call: daemonCall, socket: daemonSocket(runDir) }));
+    const reg = dnsModules().then(([{ createCniDnsRegistry }, { openFsStore }, { daemonNotify, daemonSocket }]) =>
+      createCniDnsRegistry({ stateDir, runDir, openStore: (dir) => openFsStore({ dir }), notify: daemonNotify, socket: daemonSocket(runDir) }));
     reg.catch(() => undefined); // awaited by every use; never an unhandled rejection
     return {
       put: async (id, rec) => (await reg).put(id, rec),
       remove: async (id) => (await reg).remove(id),
       ids: async (prefix) => (await reg).ids(prefix),
-      reload: async (ms) => (await reg).reload(ms),
+      notify: async (ms) => (await reg).notify(ms),
     };
   };
   return {
@@ -109,5 +110,5 @@ export async function runPlugin(kind: PluginKind): Promise<never> {
 
 /** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */
 export async function preload(): Promise<void> {
-  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps()]);
+  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps(), dnsModules()]);
 }

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { IpAddr, Prefix } from '../../core/net.js';
-import { daemonCall } from '../daemon-client.js';
+import { daemonCall, daemonNotify } from '../daemon-client.js';
 import { cniAttachments, createCniDnsRegistry, type CniAttachmentRecord } from './cni-attachments.js';
 import { openFsStore } from './fs.js';
 
@@ -18,7 +18,7 @@ const REC: CniAttachmentRecord = {
 t.test('records in the fs store; DEL and GC never create the state directory', async (t) => {
   const stateDir = join(base, 'state');
   const calls: string[] = [];
-  const reg = createCniDnsRegistry({ stateDir, runDir: join(base, 'run'), socket: join(base, 'run', 'daemon.sock'), openStore: (dir) => openFsStore({ dir }), call: async (s, op) => (calls.push(`${s} ${op}`), undefined) });
+  const reg = createCniDnsRegistry({ stateDir, runDir: join(base, 'run'), socket: join(base, 'run', 'daemon.sock'), openStore: (dir) => openFsStore({ dir }), notify: async (s, op) => (calls.push(`${s} ${op}`), false) });
   t.equal(await reg.remove('cni-x-y'), false, 'remove: nothing there');
   t.same(await reg.ids('cni-'), [], 'ids: none');
   t.equal(await stat(stateDir).then(() => true, () => false), false, 'the state directory was not created');
@@ -33,25 +33,35 @@ t.test('records in the fs store; DEL and GC never create the state directory', a
   t.same(entries.map((e) => e.record.containerId), ['c2', 'c1'], 'the daemon reads them back');
   t.same(errors, []);
   await t.rejects(reg.put('cni-bad', { ...REC, addresses: ['nope' as IpAddr] }), /addresses/, 'a malformed record is refused on write');
-  t.equal(await reg.reload(100), false, 'reload: no daemon');
+  t.equal(await reg.notify(100), false, 'notify: no daemon');
   t.same(calls, [`${join(base, 'run', 'daemon.sock')} reload`]);
 });
 
-t.test('reload: ack, failure, no answer, stale socket', async (t) => {
+t.test('notify: the daemon gets the request; no daemon, stale socket', async (t) => {
   const dir = join(base, 'sock');
   await mkdir(dir, { recursive: true });
   const socket = join(dir, 'daemon.sock');
-  let reply: string | undefined = '{"ok":true,"pid":1}\n';
-  const server = net.createServer((c) => c.on('data', () => (reply === undefined ? undefined : c.end(reply))));
+  const got: string[] = [];
+  let seen: () => void = () => undefined;
+  const server = net.createServer((c) => {
+    c.setEncoding('utf8');
+    c.on('error', () => undefined);
+    c.on('data', (d: string) => {
+      got.push(d);
+      seen();
+      c.end('{"ok":true,"pid":1}\n'); // as the daemon does, to a client that is gone
+    });
+  });
   await new Promise<void>((r) => server.listen(socket, r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  const reg = createCniDnsRegistry({ stateDir: join(base, 's2'), runDir: dir, socket, openStore: (d) => openFsStore({ dir: d }), call: daemonCall });
-  t.equal(await reg.reload(2000), true, 'acked');
-  reply = '{"ok":false,"pid":1,"error":"boom"}\n';
-  await t.rejects(reg.reload(2000), /daemon reload failed: .*boom/, 'a failed reload is an error (the plugin logs it)');
-  reply = undefined;
-  await t.rejects(reg.reload(100), /no answer to reload within 100 ms/, 'bounded wait');
+  const reg = createCniDnsRegistry({ stateDir: join(base, 's2'), runDir: dir, socket, openStore: (d) => openFsStore({ dir: d }), notify: daemonNotify });
+  const arrived = new Promise<void>((r) => (seen = r));
+  t.equal(await reg.notify(2000), true, 'a daemon listens');
+  await arrived;
+  t.same(got, ['{"op":"reload"}\n'], 'it received the reload request');
+  t.equal(await daemonNotify(join(dir, 'none.sock'), 'reload', 100), false, 'no socket: no daemon');
   const stale = join(dir, 'stale.sock');
   await writeFile(stale, '');
-  t.equal(await daemonCall(stale, 'reload', 100), undefined, 'a socket file nobody listens on: no daemon');
+  t.equal(await daemonNotify(stale, 'reload', 100), false, 'a socket file nobody listens on: no daemon');
+  t.equal(await daemonCall(stale, 'reload', 100), undefined, 'the same for a call that waits for the reply');
 });

@@ -11,7 +11,6 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { TsnetError } from '../../core/errors.js';
 import { parseIpAddr, parsePrefix, type IpAddr, type Prefix } from '../../core/net.js';
 import type { Collection, Store } from './api.js';
 
@@ -55,8 +54,11 @@ export interface CniDnsRegistry {
   remove(id: string): Promise<boolean>;
   /** Ids of the records whose id starts with `prefix`. */
   ids(prefix: string): Promise<string[]>;
-  /** Makes a running daemon reload and waits for its ack (bounded by `timeoutMs`); false if none runs. */
-  reload(timeoutMs: number): Promise<boolean>;
+  /**
+   * Asks a running daemon to reload, without waiting for it to finish (its reload reads every
+   * record); false if none runs. `timeoutMs` bounds the wait for the daemon to accept.
+   */
+  notify(timeoutMs: number): Promise<boolean>;
 }
 
 /**
@@ -68,7 +70,7 @@ export function createCniDnsRegistry(o: {
   readonly stateDir: string;
   readonly runDir: string;
   readonly openStore: (dir: string) => Promise<Store>;
-  readonly call: (socket: string, op: string, timeoutMs: number) => Promise<unknown>;
+  readonly notify: (socket: string, op: string, timeoutMs: number) => Promise<boolean>;
   readonly socket: string;
 }): CniDnsRegistry {
   let col: Promise<Collection<CniAttachmentRecord>> | undefined;
@@ -86,13 +88,6 @@ export function createCniDnsRegistry(o: {
       if (!(await exists())) return [];
       return (await (await open()).list({ prefix })).entries.map((e) => e.id);
     },
-    async reload(timeoutMs) {
-      const r = await o.call(o.socket, 'reload', timeoutMs);
-      if (r === undefined) return false;
-      if (typeof r !== 'object' || r === null || (r as { ok?: unknown }).ok !== true) {
-        throw new TsnetError('UNAVAILABLE', `daemon reload failed: ${JSON.stringify(r).slice(0, 200)}`);
-      }
-      return true;
-    },
+    notify: (timeoutMs) => o.notify(o.socket, 'reload', timeoutMs),
   };
 }
