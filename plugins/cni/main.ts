@@ -26,7 +26,7 @@ function readStdin(): Promise<string> {
 }
 
 /** tsnet's DNS registry (plugins/cni/dns.ts): loaded when a request asks for it (and by `preload`). */
-const dnsModules = () => Promise.all([import('../../sys/store/cni-attachments.js'), import('../../sys/store/fs.js'), import('../../sys/daemon-client.js')]);
+const dnsModules = () => Promise.all([import('../../sys/store/cni-attachments.js'), import('../../sys/daemon-client.js')]);
 
 /**
  * The real parts, loaded only once the request is known to be well-formed (VERSION and malformed
@@ -53,8 +53,7 @@ async function buildDeps(): Promise<CniDeps> {
   const dnsRegistry: CniDeps['dnsRegistry'] = (dirs) => {
     const stateDir = dirs.stateDir ?? process.env['TSNET_STATE_DIR'] ?? '/var/lib/tsnet';
     const runDir = dirs.runDir ?? process.env['TSNET_RUN_DIR'] ?? '/run/tsnet';
-    const reg = dnsModules().then(([{ createCniDnsRegistry }, { openFsStore }, { daemonNotify, daemonSocket }]) =>
-      createCniDnsRegistry({ stateDir, runDir, openStore: (dir) => openFsStore({ dir }), notify: daemonNotify, socket: daemonSocket(runDir) }));
+    const reg = dnsModules().then(([{ createCniDnsRegistry }, { daemonNotify, daemonSocket }]) => createCniDnsRegistry({ stateDir, notify: daemonNotify, socket: daemonSocket(runDir) }));
     reg.catch(() => undefined); // awaited by every use; never an unhandled rejection
     return {
       put: async (id, rec) => (await reg).put(id, rec),
@@ -110,5 +109,5 @@ export async function runPlugin(kind: PluginKind): Promise<never> {
 
 /** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */
 export async function preload(): Promise<void> {
-  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps(), dnsModules()]);
+  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps(), dnsModules().then(([m]) => m.warmCniAttachmentSchema())]);
 }

@@ -15,10 +15,10 @@ const REC: CniAttachmentRecord = {
   networkId: 'cni-lab', network: 'lab', gateways: ['10.0.0.1' as IpAddr], subnets: ['10.0.0.0/24' as Prefix], containerId: 'c1', ifName: 'eth0', addresses: ['10.0.0.2' as IpAddr], names: ['web', 'c1'],
 };
 
-t.test('records in the fs store; DEL and GC never create the state directory', async (t) => {
+t.test('records in the fs store layout, lock-free; DEL and GC never create the state directory', async (t) => {
   const stateDir = join(base, 'state');
   const calls: string[] = [];
-  const reg = createCniDnsRegistry({ stateDir, runDir: join(base, 'run'), socket: join(base, 'run', 'daemon.sock'), openStore: (dir) => openFsStore({ dir }), notify: async (s, op) => (calls.push(`${s} ${op}`), false) });
+  const reg = createCniDnsRegistry({ stateDir, socket: join(base, 'run', 'daemon.sock'), notify: async (s, op) => (calls.push(`${s} ${op}`), false) });
   t.equal(await reg.remove('cni-x-y'), false, 'remove: nothing there');
   t.same(await reg.ids('cni-'), [], 'ids: none');
   t.equal(await stat(stateDir).then(() => true, () => false), false, 'the state directory was not created');
@@ -27,6 +27,9 @@ t.test('records in the fs store; DEL and GC never create the state directory', a
   await reg.put('cni-b-1', { ...REC, network: 'other', networkId: 'cni-other' });
   t.same(await readdir(join(stateDir, 'records', 'cni-attachments')), ['cni-a-1.json', 'cni-a-2.json', 'cni-b-1.json'], 'one file per attachment');
   t.same(await reg.ids('cni-a-'), ['cni-a-1', 'cni-a-2'], 'ids by prefix');
+  await writeFile(join(stateDir, 'records', 'cni-attachments', '.cni-a-3.json.tmp-1-ab'), 'half');
+  t.same(await reg.ids('cni-a-'), ['cni-a-1', 'cni-a-2'], 'a write in progress (dot-file) is not a record');
+  await t.rejects(reg.remove('../x'), /record id/, 'ids are validated before a path is built');
   t.equal(await reg.remove('cni-a-1'), true);
   t.equal(await reg.remove('cni-a-1'), false, 'idempotent');
   const { entries, errors } = await cniAttachments(await openFsStore({ dir: stateDir })).list();
@@ -54,7 +57,7 @@ t.test('notify: the daemon gets the request; no daemon, stale socket', async (t)
   });
   await new Promise<void>((r) => server.listen(socket, r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  const reg = createCniDnsRegistry({ stateDir: join(base, 's2'), runDir: dir, socket, openStore: (d) => openFsStore({ dir: d }), notify: daemonNotify });
+  const reg = createCniDnsRegistry({ stateDir: join(base, 's2'), socket, notify: daemonNotify });
   const arrived = new Promise<void>((r) => (seen = r));
   t.equal(await reg.notify(2000), true, 'a daemon listens');
   await arrived;

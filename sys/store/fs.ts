@@ -81,8 +81,8 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** temp + write + fsync + rename + fsync(dir). */
-async function writeAtomic(dir: string, final: string, text: string): Promise<void> {
+/** temp + write + fsync + rename + fsync(dir). Exported for writers that need no lock (cni-attachments.ts). */
+export async function writeAtomic(dir: string, final: string, text: string): Promise<void> {
   const tmp = join(dir, tmpName(final));
   try {
     const fh = await open(tmp, 'wx', 0o600);
