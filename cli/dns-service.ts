@@ -28,8 +28,8 @@ export interface DnsServiceOptions {
   readonly upstreams: UpstreamSource;
   readonly timeoutMs?: number;
   readonly maxInFlight?: number;
-  /** The CNI plugins' attachment records (tsnet-bridge with DNS on), read at every reload. */
-  readonly cniAttachments?: () => Promise<readonly CniAttachmentRecord[]>;
+  /** The CNI plugins' attachment records (tsnet-bridge with DNS on), read at every reload; unreadable ones are logged and skipped. */
+  readonly cniAttachments?: () => Promise<{ readonly records: readonly CniAttachmentRecord[]; readonly errors: readonly string[] }>;
 }
 
 
@@ -50,8 +50,9 @@ export function createDnsService(o: DnsServiceOptions): DaemonService {
       const resolved = await readOptional(src.resolvedPath);
       upstreams = hostUpstreams(parseResolvConf((await readOptional(src.path)) ?? ''), resolved !== undefined ? parseResolvConf(resolved) : undefined);
     }
-    const [networks, endpoints, sandboxes, cni] = await Promise.all([o.state.networks.list(), o.state.endpoints.list(), o.state.sandboxes.list(), o.cniAttachments?.() ?? []]);
-    const inputs = dnsInputs(networks, endpoints, sandboxes, cni);
+    const [networks, endpoints, sandboxes, cni] = await Promise.all([o.state.networks.list(), o.state.endpoints.list(), o.state.sandboxes.list(), o.cniAttachments?.()]);
+    for (const err of cni?.errors ?? []) o.log.warn('skipping an unreadable CNI attachment record', { err });
+    const inputs = dnsInputs(networks, endpoints, sandboxes, cni?.records ?? []);
     const snap = buildSnapshot(++version, inputs.networks, inputs.endpoints);
     records = snap.records;
     failed = (await server.update(snap)).failed;

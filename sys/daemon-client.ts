@@ -43,31 +43,3 @@ export function daemonCall(socket: string, op: string, timeoutMs: number): Promi
     });
   });
 }
-
-/**
- * Sends `{"op": op}` without waiting for the daemon to act on it (CNI plugins: the daemon's reload
- * reads every record, so waiting would make ADD scale with the number of containers). Resolves
- * true once the request is written, false if no daemon listens on `socket`; a daemon that does not
- * accept within `timeoutMs` counts as there (true).
- */
-export function daemonNotify(socket: string, op: string, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const conn = net.connect(socket);
-    const timer = setTimeout(() => {
-      conn.destroy();
-      resolve(true);
-    }, timeoutMs);
-    conn.on('connect', () => {
-      conn.end(`${JSON.stringify({ op })}\n`, () => {
-        clearTimeout(timer);
-        conn.destroy();
-        resolve(true);
-      });
-    });
-    conn.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(false);
-      else reject(new TsnetError('UNAVAILABLE', `daemon: ${op}: ${err.message}`, { cause: err }));
-    });
-  });
-}

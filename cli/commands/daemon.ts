@@ -5,11 +5,9 @@
  */
 import { TsnetError, isCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import type { Store } from '../../sys/store/api.js';
-import type { CniAttachmentRecord } from '../../sys/store/cni-attachments.js';
 import { createStoreCnmState } from '../../cnm/state.js';
 import { parseUpstreams } from '../../dns/upstreams.js';
-import { cniAttachments } from '../../sys/store/cni-attachments.js';
+import { createCniAttachmentReader } from '../../sys/store/cni-attachments.js';
 import { openFsStore } from '../../sys/store/fs.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';
@@ -40,13 +38,6 @@ const SPECS: FlagSpec[] = [
   { name: 'help', type: 'boolean', help: 'show this help' },
 ];
 
-/** The CNI plugins' DNS records; one that does not read is logged and skipped (the others still serve). */
-async function readCniAttachments(store: Store, log: Logger): Promise<CniAttachmentRecord[]> {
-  const { entries, errors } = await cniAttachments(store).list();
-  for (const e of errors) log.warn('skipping an unreadable CNI attachment record', { err: e.message });
-  return entries.map((e) => e.record);
-}
-
 export const daemonCommands = (settings: DaemonSettings): Record<string, Command> => ({
   daemon: {
     summary: 'Run the tsnet daemon (embedded DNS) in the foreground, or --stop/--status/--reload it',
@@ -73,7 +64,7 @@ export const daemonCommands = (settings: DaemonSettings): Record<string, Command
       let engine: Promise<Engine> | undefined;
       const engineController = async (): Promise<Controller> => (await (engine ??= createEngine(settings))).controller;
       const services: DaemonService[] = [
-        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams, cniAttachments: () => readCniAttachments(store, settings.log) }),
+        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams, cniAttachments: createCniAttachmentReader(settings.stateDir) }),
         createFirewallService({ hostNs: HOST_NETNS, log: settings.log, controller: engineController }),
       ];
       try {

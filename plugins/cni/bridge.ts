@@ -211,7 +211,10 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         if (failedGw && !failedGw.ok) throw failedGw.error;
         return;
       }
-      const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
+      // A MAC of its own (as the CNM bridge driver does): without one, the bridge takes its ports'
+      // lowest, which changes when that container leaves, and the others' ARP entries for the
+      // gateway then point at a MAC nobody owns until they expire (lost DNS and traffic for ~30 s).
+      const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, mac: randomMac(deps.randomHex), ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
       const failed = (await h.batch(ops)).find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
       const fams = new Set(subnets.map((s) => addrFamily(s.subnet)));

@@ -77,7 +77,7 @@ function fakeRegistry(daemon: boolean | 'slow'): CniDnsRegistry & { records: Map
     async ids(prefix: string) {
       return [...records.keys()].filter((k) => k.startsWith(prefix));
     },
-    async notify() {
+    async reload() {
       self.reloads++;
       if (daemon === 'slow') throw new TsnetError('UNAVAILABLE', 'no answer');
       return daemon;
@@ -96,7 +96,7 @@ t.test('ADD/DEL/GC over a registry', async (t) => {
   const deps = { log: nullLogger, dnsRegistry: (d: unknown) => (reg.dirs.push(d), reg) };
   const conf = parseDnsConf({ tsnetDns: true, tsnetStateDir: '/s', runtimeConfig: { aliases: { lab: ['web'] } } }, 'lab', true);
   const undo = new UndoStack();
-  t.equal(await dnsAdd(deps, request('c1'), conf, { addresses: ['10.0.0.2' as IpAddr], subnets: SUBNETS, undo }), '10.0.0.1', 'the resolver, once a daemon took the request');
+  t.equal(await dnsAdd(deps, request('c1'), conf, { addresses: ['10.0.0.2' as IpAddr], subnets: SUBNETS, undo }), '10.0.0.1', 'the resolver, once a daemon acked');
   const id = cniEndpointId('lab', 'c1', 'eth0');
   t.same(reg.records.get(id), { networkId: 'cni-lab', network: 'lab', gateways: ['10.0.0.1'], subnets: ['10.0.0.0/24'], containerId: 'c1', ifName: 'eth0', addresses: ['10.0.0.2'], names: ['web', 'c1'] });
   t.same(reg.dirs[0], { stateDir: '/s', runDir: undefined, enabled: true, aliases: ['web'] }, 'the configured directories reach the registry');
@@ -127,6 +127,6 @@ t.test('no daemon, slow daemon, no gateway', async (t) => {
   t.equal(await dnsAdd({ log: nullLogger, dnsRegistry: () => none }, request('c1'), conf, { addresses: ['10.0.0.2' as IpAddr], subnets: SUBNETS, undo: new UndoStack() }), undefined, 'no daemon: no resolver named');
   t.equal(none.records.size, 1, 'but the record is written');
   const slow = fakeRegistry('slow');
-  t.equal(await dnsAdd({ log: nullLogger, dnsRegistry: () => slow }, request('c1'), conf, { addresses: ['10.0.0.2' as IpAddr], subnets: SUBNETS, undo: new UndoStack() }), '10.0.0.1', 'a daemon that cannot be asked: ADD goes on, the resolver is named');
+  t.equal(await dnsAdd({ log: nullLogger, dnsRegistry: () => slow }, request('c1'), conf, { addresses: ['10.0.0.2' as IpAddr], subnets: SUBNETS, undo: new UndoStack() }), '10.0.0.1', 'a daemon that does not ack in time: ADD goes on, the resolver is named');
   await t.rejects(dnsAdd({ log: nullLogger, dnsRegistry: () => none }, request('c2'), conf, { addresses: ['10.0.0.3' as IpAddr], subnets: [], undo: new UndoStack() }), /ipam: .*gateway/);
 });

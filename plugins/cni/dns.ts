@@ -23,8 +23,8 @@ import { cniEndpointId, cniEndpointPrefix, cniNetworkId } from './names.js';
 import type { Attachment, Request } from './skel.js';
 import type { Dns } from './spec.js';
 
-/** How long ADD/DEL/GC wait for a daemon to accept the reload request; beyond it they go on (never fail). */
-export const NOTIFY_TIMEOUT_MS = 500;
+/** How long ADD/DEL/GC wait for the daemon's reload ack; beyond it they go on (never fail). */
+export const RELOAD_TIMEOUT_MS = 1000;
 /** Names per attachment at most (a bound on the record's size). */
 export const MAX_NAMES = 64;
 
@@ -132,20 +132,21 @@ export function withResolver(dns: Dns | undefined, resolver: IpAddr | undefined)
   return { ...dns, nameservers: [resolver, ...(dns?.nameservers ?? []).filter((n) => n !== resolver)] };
 }
 
-/** Asks a running daemon to reload (not waiting for it): false if none runs; true if one took the request, or is there but slow (logged). */
-async function notify(reg: CniDnsRegistry, deps: Pick<CniDeps, 'log'>, why: string): Promise<boolean> {
+/** Has a running daemon reload: false if none runs; true if one acked, or is there but did not ack in time (logged). */
+async function reload(reg: CniDnsRegistry, deps: Pick<CniDeps, 'log'>, why: string): Promise<boolean> {
   try {
-    return await reg.notify(NOTIFY_TIMEOUT_MS);
+    return await reg.reload(RELOAD_TIMEOUT_MS);
   } catch (err) {
-    deps.log.warn(`could not ask the tsnet daemon to reload after ${why} (names follow at its next reload)`, { err: err instanceof Error ? err.message : String(err) });
+    deps.log.warn(`the tsnet daemon did not ack the reload after ${why} (names follow at its next reload)`, { err: err instanceof Error ? err.message : String(err) });
     return true;
   }
 }
 
 /**
- * ADD: writes the attachment's record (undone by `undo`) and asks a running daemon to reload, which
- * it does within milliseconds (as dnsname's SIGHUP to dnsmasq, not waited for: the daemon's reload
- * reads every record, and ADD must not grow with the number of containers). Returns
+ * ADD: writes the attachment's record (undone by `undo`) and has a running daemon reload, waiting
+ * for its ack: the resolver answers only sources it knows, so a container that asked before the
+ * reload would be ignored and wait for its resolver's retry (5 s with glibc). The daemon re-reads
+ * only changed records, so the wait stays small and flat in the number of containers. Returns
  * the resolver address for the result: undefined when DNS is off, and also when no daemon runs (the
  * record stays and is served once one starts, but a container is not pointed at a gateway where
  * nothing answers: it keeps the runtime's default resolvers).
@@ -172,15 +173,15 @@ export async function dnsAdd(
     names: attachmentNames(req, conf.aliases),
   });
   o.undo.push('dns record', async () => {
-    if (await reg.remove(id)) await notify(reg, deps, 'a failed ADD');
+    if (await reg.remove(id)) await reload(reg, deps, 'a failed ADD');
   });
-  return (await notify(reg, deps, 'ADD')) ? resolverOf(gateways) : undefined;
+  return (await reload(reg, deps, 'ADD')) ? resolverOf(gateways) : undefined;
 }
 
-/** DEL: removes the attachment's record if there is one (idempotent) and asks a running daemon to reload. */
+/** DEL: removes the attachment's record if there is one (idempotent); a running daemon reloads. */
 export async function dnsDel(deps: Pick<CniDeps, 'dnsRegistry' | 'log'>, req: Request): Promise<void> {
   const reg = deps.dnsRegistry(parseDnsDirs(req.config));
-  if (await reg.remove(cniEndpointId(req.name, req.containerId, req.ifName))) await notify(reg, deps, 'DEL');
+  if (await reg.remove(cniEndpointId(req.name, req.containerId, req.ifName))) await reload(reg, deps, 'DEL');
 }
 
 /** GC: removes the records of this network's attachments that are not in `valid`. */
@@ -190,6 +191,6 @@ export async function dnsGc(deps: Pick<CniDeps, 'dnsRegistry' | 'log'>, req: Req
   const stale = (await reg.ids(cniEndpointPrefix(req.name))).filter((id) => !keep.has(id));
   const removed: string[] = [];
   for (const id of stale) if (await reg.remove(id)) removed.push(id);
-  if (removed.length > 0) await notify(reg, deps, 'GC');
+  if (removed.length > 0) await reload(reg, deps, 'GC');
   return removed;
 }

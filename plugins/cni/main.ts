@@ -53,13 +53,13 @@ async function buildDeps(): Promise<CniDeps> {
   const dnsRegistry: CniDeps['dnsRegistry'] = (dirs) => {
     const stateDir = dirs.stateDir ?? process.env['TSNET_STATE_DIR'] ?? '/var/lib/tsnet';
     const runDir = dirs.runDir ?? process.env['TSNET_RUN_DIR'] ?? '/run/tsnet';
-    const reg = dnsModules().then(([{ createCniDnsRegistry }, { daemonNotify, daemonSocket }]) => createCniDnsRegistry({ stateDir, notify: daemonNotify, socket: daemonSocket(runDir) }));
+    const reg = dnsModules().then(([{ createCniDnsRegistry }, { daemonCall, daemonSocket }]) => createCniDnsRegistry({ stateDir, call: daemonCall, socket: daemonSocket(runDir) }));
     reg.catch(() => undefined); // awaited by every use; never an unhandled rejection
     return {
       put: async (id, rec) => (await reg).put(id, rec),
       remove: async (id) => (await reg).remove(id),
       ids: async (prefix) => (await reg).ids(prefix),
-      notify: async (ms) => (await reg).notify(ms),
+      reload: async (ms) => (await reg).reload(ms),
     };
   };
   return {
