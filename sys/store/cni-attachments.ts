@@ -76,11 +76,10 @@ export function createCniAttachmentReader(stateDir: string): () => Promise<{ rea
       if (errno(err) !== 'ENOENT') throw new TsnetError('UNAVAILABLE', `list ${dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       names = [];
     }
-    const records: CniAttachmentRecord[] = [];
-    const errors: string[] = [];
     const seen = new Set(names);
     for (const name of cache.keys()) if (!seen.has(name)) cache.delete(name);
-    for (const name of names) {
+    // All at once (libuv's pool runs them in parallel): one by one, 200 stats took ~20 ms.
+    const results = await Promise.all(names.map(async (name): Promise<CniAttachmentRecord | string | undefined> => {
       const path = join(dir, name);
       try {
         const st = await stat(path);
@@ -90,13 +89,15 @@ export function createCniAttachmentReader(stateDir: string): () => Promise<{ rea
           hit = { key, record: decodeRecord(SPEC, parseRecordId(name.slice(0, -'.json'.length)), await readFile(path, 'utf8'), path) };
           cache.set(name, hit);
         }
-        records.push(hit.record);
+        return hit.record;
       } catch (err) {
-        if (errno(err) === 'ENOENT') continue; // removed meanwhile
         cache.delete(name);
-        errors.push(err instanceof Error ? err.message : String(err));
+        if (errno(err) === 'ENOENT') return undefined; // removed meanwhile
+        return err instanceof Error ? err.message : String(err);
       }
-    }
+    }));
+    const records = results.filter((r): r is CniAttachmentRecord => typeof r === 'object');
+    const errors = results.filter((r): r is string => typeof r === 'string');
     return { records, errors };
   };
 }
