@@ -15,20 +15,12 @@ import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { TsnetError } from '../../core/errors.js';
-import { parseIpAddr, parsePrefix, type IpAddr, type Prefix } from '../../core/net.js';
+import { isIpAddr, isPrefix, type IpAddr, type Prefix } from '../../core/net.js';
 import { decodeRecord, encodeRecord, parseRecordId } from './api.js';
 import { writeAtomic } from './fs.js';
 
-const ok = (fn: () => unknown): boolean => {
-  try {
-    fn();
-    return true;
-  } catch {
-    return false;
-  }
-};
-const zIp = z.custom<IpAddr>((v) => typeof v === 'string' && ok(() => parseIpAddr(v)), 'expected an IP address');
-const zPrefix = z.custom<Prefix>((v) => typeof v === 'string' && ok(() => parsePrefix(v)), 'expected a CIDR prefix');
+const zIp = z.custom<IpAddr>(isIpAddr, 'expected an IP address');
+const zPrefix = z.custom<Prefix>(isPrefix, 'expected a CIDR prefix');
 
 export const CniAttachmentSchema = z.strictObject({
   /** The DNS network's id (`cni-<network name>`, as the firewall owner of the network). */
