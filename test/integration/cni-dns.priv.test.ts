@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { inNetns, run } from '../../sys/exec.js';
 import { bridgeList, CniError, links, nsPath, reservations, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
-import { cliFor, NO_UPSTREAM, TSNET_BIN } from '../helpers/cli.js';
+import { startDaemon } from '../helpers/cli.js';
 import type { DnsQuestion, DnsResult } from '../helpers/dns-client.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
 
@@ -45,22 +45,6 @@ async function settle(ns: NetnsRef, server: string, name: string, want: string[]
     await new Promise((res) => setTimeout(res, 100));
   }
   throw new Error(`${name} did not settle to ${JSON.stringify(want)} at ${server}`);
-}
-
-/** `tsnet daemon` in the isolated host (same state and run directories as the plugins' configuration). */
-async function startDaemon(host: IsolatedHost): Promise<void> {
-  const cli = cliFor(host);
-  host.defer(() => cli('daemon', '--stop'));
-  const p = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, 'daemon', '--upstream', NO_UPSTREAM]);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('tsnet daemon did not start')), 20_000);
-    p.child.stderr.on('data', (d: Buffer) => {
-      if (d.toString().includes('ready')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
 }
 
 /** A tsnet-bridge network with the aliases capability and this host's tsnet directories. */
