@@ -43,7 +43,7 @@ import { ipamAdd, ipamCheck, ipamDel, ipamGc, ourAddresses, parseIpamConfig, req
 import { cniEndpointId, cniEndpointPrefix, cniNetworkId, hostVethName, parsePortMappings, toFirewallMappings } from './names.js';
 import type { Attachment, Plugin, Request } from './skel.js';
 import { fromWire, parseDns, type Dns, type Interface, type IpConfig, type Result, type Route } from './spec.js';
-import { dnsAdd, dnsDel, dnsGc, parseDnsConf, withResolver } from './dns.js';
+import { dnsAdd, dnsCheck, dnsDel, dnsGc, parseDnsConf, withResolver } from './dns.js';
 
 /** ipam.type values served in process (host-local's on-disk layout). */
 export const BUILTIN_IPAM = ['tsnet-ipam', 'tsnet', 'builtin'];
@@ -409,6 +409,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     if (toFirewallMappings(parsePortMappings(req.config), want.map(prefixAddr)).length > 0 && !fw.endpoints.includes(cniEndpointId(req.name, req.containerId, req.ifName))) {
       throw new TsnetError('NOT_FOUND', `published ports of ${req.containerId}/${req.ifName} are missing`, { details: { field: 'runtimeConfig.portMappings' } });
     }
+    await dnsCheck(deps, req, parseDnsConf(req.config, req.name, cfg.isGateway));
   }
 
   async function status(req: Request): Promise<void> {

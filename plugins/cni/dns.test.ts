@@ -4,7 +4,7 @@ import { nullLogger } from '../../core/log.js';
 import type { IpAddr, Prefix } from '../../core/net.js';
 import { UndoStack } from '../../core/undo.js';
 import type { CniAttachmentRecord, CniDnsRegistry } from '../../sys/store/cni-attachments.js';
-import { attachmentNames, dnsAdd, dnsDel, dnsGc, isDnsName, parseAliases, parseDnsConf, resolverOf, withResolver } from './dns.js';
+import { attachmentNames, dnsAdd, dnsCheck, dnsDel, dnsGc, isDnsName, parseAliases, parseDnsConf, resolverOf, withResolver } from './dns.js';
 import { cniEndpointId } from './names.js';
 import type { Request } from './skel.js';
 
@@ -110,8 +110,13 @@ t.test('ADD/DEL/GC over a registry', async (t) => {
   t.equal(reg.records.size, 0, 'DNS off: no record');
 
   for (const c of ['c1', 'c2', 'c3']) await dnsAdd(deps, request(c), conf, { addresses: ['10.0.0.2' as IpAddr], subnets: SUBNETS, undo: new UndoStack() });
+  await dnsCheck(deps, request('c1'), conf);
+  t.pass('CHECK: the record is there');
   const reloads = reg.reloads;
   await dnsDel(deps, request('c1'));
+  await t.rejects(dnsCheck(deps, request('c1'), conf), /tsnet DNS record of c1\/eth0 is missing/, 'CHECK after the record went');
+  await dnsCheck(deps, request('c1'), off);
+  t.pass('CHECK with DNS off: nothing to check');
   t.equal(reg.records.size, 2, 'DEL removes the record');
   t.equal(reg.reloads, reloads + 1, 'and reloads');
   await dnsDel(deps, request('c1'));

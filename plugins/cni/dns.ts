@@ -178,6 +178,15 @@ export async function dnsAdd(
   return (await reload(reg, deps, 'ADD')) ? resolverOf(gateways) : undefined;
 }
 
+/** CHECK: with DNS on, the attachment's record must be there (NOT_FOUND naming it otherwise). */
+export async function dnsCheck(deps: Pick<CniDeps, 'dnsRegistry'>, req: Request, conf: DnsConf): Promise<void> {
+  if (!conf.enabled) return;
+  const id = cniEndpointId(req.name, req.containerId, req.ifName);
+  if (!(await deps.dnsRegistry(conf).ids(id)).includes(id)) {
+    throw new TsnetError('NOT_FOUND', `tsnet DNS record of ${req.containerId}/${req.ifName} is missing (names not served)`, { details: { field: 'runtimeConfig.aliases' } });
+  }
+}
+
 /** DEL: removes the attachment's record if there is one (idempotent); a running daemon reloads. */
 export async function dnsDel(deps: Pick<CniDeps, 'dnsRegistry' | 'log'>, req: Request): Promise<void> {
   const reg = deps.dnsRegistry(parseDnsDirs(req.config));

@@ -9,10 +9,11 @@
  */
 import t from 'tap';
 import { build } from 'esbuild';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
+import { cniEndpointId } from '../../plugins/cni/names.js';
 import { inNetns, run } from '../../sys/exec.js';
 import { bridgeList, CniError, links, nsPath, reservations, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
 import { startDaemon } from '../helpers/cli.js';
@@ -110,6 +111,15 @@ t.test('aliases, container name and short id resolve through the gateway; other 
     const [crossAsk] = await ask(client.ns, '10.77.0.1', [{ name: 'stranger', type: 'A' }]);
     t.same(addrs(crossAsk), [], 'and lab does not see them');
     t.equal(crossAsk?.rcode, 'NXDOMAIN');
+
+    // CHECK: passes with the record, fails without it.
+    await w.cni.checkList(lab, web.a);
+    const webFile = join(recordsDir(host), `${cniEndpointId('lab', WEB_ID, 'eth0')}.json`);
+    const saved = await readFile(webFile, 'utf8');
+    await rm(webFile);
+    const checkErr = await w.cni.checkList(lab, web.a).then(() => undefined, (e: unknown) => e);
+    t.match(String((checkErr as CniError | undefined)?.result.json?.['details'] ?? ''), /tsnet DNS record of .* is missing/, 'CHECK reports a missing record');
+    await writeFile(webFile, saved);
 
     // DEL: the names go at once; a second DEL is fine.
     await w.cni.delList(lab, web.a);
