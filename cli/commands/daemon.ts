@@ -7,7 +7,7 @@ import { TsnetError, isCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { createStoreCnmState } from '../../cnm/state.js';
 import { parseUpstreams } from '../../dns/upstreams.js';
-import { createCniAttachmentReader } from '../../sys/store/cni-attachments.js';
+import { createCniAttachmentReader } from '../../sys/store/cni-attachments-reader.js';
 import { openFsStore } from '../../sys/store/fs.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';

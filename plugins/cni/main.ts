@@ -109,5 +109,5 @@ export async function runPlugin(kind: PluginKind): Promise<never> {
 
 /** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */
 export async function preload(): Promise<void> {
-  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps(), dnsModules().then(([m]) => m.warmCniAttachmentSchema())]);
+  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps(), dnsModules()]);
 }
