@@ -59,6 +59,8 @@ export function parseCniRequest(b: Buffer): ParsedCniRequest | undefined {
 }
 
 export interface CniServiceOptions {
+  /** The daemon's directories: the CNI DNS registry's defaults (records under stateDir, reload through runDir's socket). */
+  readonly stateDir: string;
   readonly runDir: string;
   readonly log: Logger;
   /** Requests served at once at most (default 32). */
@@ -84,7 +86,7 @@ export function createCniService(o: CniServiceOptions): DaemonService {
     const own = createIproute2NetlinkFor({ log });
     const netlink: NetlinkFor = (ns) => (ns.kind === 'host' ? hostNetlink(ns) : own(ns));
     try {
-      return await serveRequest(req.plugin, req.env, req.stdin, () => buildDeps({ log, netlink }));
+      return await serveRequest(req.plugin, req.env, req.stdin, () => buildDeps({ log, netlink, stateDir: o.stateDir, runDir: o.runDir }));
     } finally {
       await own.closeAll().catch((err: unknown) => log.warn('closing ip processes failed', { err: err instanceof Error ? err.message : String(err) }));
     }

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { TsnetError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
+import { daemonCall, daemonSocket } from '../sys/daemon-client.js';
 
 export interface DaemonService {
   readonly name: string;
@@ -35,7 +36,7 @@ export interface DaemonFiles {
 }
 
 export const daemonFiles = (runDir: string): DaemonFiles => ({
-  socket: join(runDir, 'daemon.sock'),
+  socket: daemonSocket(runDir),
   pid: join(runDir, 'daemon.pid'),
   log: join(runDir, 'daemon.log'),
 });
@@ -187,34 +188,12 @@ function serveControl(conn: net.Socket, d: { reload: () => Promise<void>; status
 }
 
 /** Sends one request to the daemon of `runDir`; undefined if no daemon listens there. */
-export function daemonRequest(runDir: string, op: DaemonOp, timeoutMs = 10_000): Promise<DaemonReply | undefined> {
-  const { socket } = daemonFiles(runDir);
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const conn = net.connect(socket);
-    const timer = setTimeout(() => {
-      conn.destroy();
-      reject(new TsnetError('UNAVAILABLE', `daemon: no answer to ${op} within ${timeoutMs} ms (${socket})`));
-    }, timeoutMs);
-    conn.setEncoding('utf8');
-    conn.on('connect', () => conn.write(`${JSON.stringify({ op })}\n`));
-    conn.on('data', (c: string) => {
-      buf += c;
-    });
-    conn.on('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(undefined);
-      else reject(new TsnetError('UNAVAILABLE', `daemon: ${op}: ${err.message}`, { cause: err }));
-    });
-    conn.on('end', () => {
-      clearTimeout(timer);
-      try {
-        resolve(ReplySchema.parse(JSON.parse(buf)));
-      } catch (err) {
-        reject(new TsnetError('INTERNAL', `daemon: bad reply to ${op}: ${JSON.stringify(buf.slice(0, 200))}`, { cause: err }));
-      }
-    });
-  });
+export async function daemonRequest(runDir: string, op: DaemonOp, timeoutMs = 10_000): Promise<DaemonReply | undefined> {
+  const raw = await daemonCall(daemonFiles(runDir).socket, op, timeoutMs);
+  if (raw === undefined) return undefined;
+  const r = ReplySchema.safeParse(raw);
+  if (!r.success) throw new TsnetError('INTERNAL', `daemon: bad reply to ${op}: ${JSON.stringify(JSON.stringify(raw).slice(0, 200))}`, { cause: r.error });
+  return r.data;
 }
 
 /**

@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import { dnsInputs } from '../cnm/dns.js';
 import type { CnmState } from '../cnm/state.js';
 import type { Logger } from '../core/log.js';
+import type { CniAttachmentRecord } from '../sys/store/cni-attachments.js';
 import { buildSnapshot } from '../dns/records.js';
 import { parseResolvConf } from '../dns/resolv-conf.js';
 import { createDnsServer, type Upstream } from '../dns/server.js';
@@ -30,6 +31,8 @@ export interface DnsServiceOptions {
   readonly maxInFlight?: number;
   /** The native UDP fast path (cli/dns-native.ts); absent: JS only, reported as such. */
   readonly native?: DnsNativeLoad;
+  /** The CNI plugins' attachment records (tsnet-bridge with DNS on), read at every reload; unreadable ones are logged and skipped. */
+  readonly cniAttachments?: () => Promise<{ readonly records: readonly CniAttachmentRecord[]; readonly errors: readonly string[] }>;
 }
 
 
@@ -52,8 +55,9 @@ export function createDnsService(o: DnsServiceOptions): DaemonService {
       const resolved = await readOptional(src.resolvedPath);
       upstreams = hostUpstreams(parseResolvConf((await readOptional(src.path)) ?? ''), resolved !== undefined ? parseResolvConf(resolved) : undefined);
     }
-    const [networks, endpoints, sandboxes] = await Promise.all([o.state.networks.list(), o.state.endpoints.list(), o.state.sandboxes.list()]);
-    const inputs = dnsInputs(networks, endpoints, sandboxes);
+    const [networks, endpoints, sandboxes, cni] = await Promise.all([o.state.networks.list(), o.state.endpoints.list(), o.state.sandboxes.list(), o.cniAttachments?.()]);
+    for (const err of cni?.errors ?? []) o.log.warn('skipping an unreadable CNI attachment record', { err });
+    const inputs = dnsInputs(networks, endpoints, sandboxes, cni?.records ?? []);
     const snap = buildSnapshot(++version, inputs.networks, inputs.endpoints);
     records = snap.records;
     failed = (await server.update(snap)).failed;

@@ -5,19 +5,11 @@
  */
 import { z } from 'zod';
 import { TsnetError } from '../core/errors.js';
-import { IFNAME_PATTERN, parseIpAddr, parsePrefix, type EndpointId, type IfName, type IpAddr, type MacAddr, type NetworkId, type Prefix, type SandboxId } from '../core/net.js';
+import { IFNAME_PATTERN, isIpAddr, isPrefix, type EndpointId, type IfName, type IpAddr, type MacAddr, type NetworkId, type Prefix, type SandboxId } from '../core/net.js';
 import { DRIVER_TYPES } from '../drivers/api.js';
 
-const ok = (fn: () => unknown): boolean => {
-  try {
-    fn();
-    return true;
-  } catch {
-    return false;
-  }
-};
-const zPrefix = z.custom<Prefix>((v) => typeof v === 'string' && ok(() => parsePrefix(v)), 'expected a CIDR prefix');
-const zIp = z.custom<IpAddr>((v) => typeof v === 'string' && ok(() => parseIpAddr(v)), 'expected an IP address');
+const zPrefix = z.custom<Prefix>(isPrefix, 'expected a CIDR prefix');
+const zIp = z.custom<IpAddr>(isIpAddr, 'expected an IP address');
 const zIfName = z.custom<IfName>((v) => typeof v === 'string' && IFNAME_PATTERN.test(v), 'expected an interface name');
 const zId = <T>() => z.custom<T>((v) => typeof v === 'string' && /^[a-z0-9][a-z0-9_.-]{0,127}$/.test(v), 'expected an id');
 const zMac = z.custom<MacAddr>((v) => typeof v === 'string' && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(v), 'expected a MAC address');

@@ -88,6 +88,19 @@ export function parsePrefix(raw: string, field = 'prefix'): Prefix {
   return `${addr}/${Number(lenPart)}` as Prefix;
 }
 
+const accepts = (parse: () => unknown): boolean => {
+  try {
+    parse();
+    return true;
+  } catch {
+    return false;
+  }
+};
+/** Whether `raw` is an address `parseIpAddr` accepts (for schema checks: `z.custom<IpAddr>(isIpAddr)`). */
+export const isIpAddr = (raw: unknown): raw is IpAddr => typeof raw === 'string' && accepts(() => parseIpAddr(raw));
+/** Whether `raw` is a prefix `parsePrefix` accepts. */
+export const isPrefix = (raw: unknown): raw is Prefix => typeof raw === 'string' && accepts(() => parsePrefix(raw));
+
 /** A subnet: a prefix whose host bits are zero ("10.1.2.0/24", not "10.1.2.3/24"). */
 export function parseSubnet(raw: string, field = 'subnet'): Prefix {
   const p = parsePrefix(raw, field);

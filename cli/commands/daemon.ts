@@ -7,6 +7,7 @@ import { TsnetError, isCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { createStoreCnmState } from '../../cnm/state.js';
 import { parseUpstreams } from '../../dns/upstreams.js';
+import { createCniAttachmentReader } from '../../sys/store/cni-attachments-reader.js';
 import { openFsStore } from '../../sys/store/fs.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
 import { daemonRequest, runDaemon, type DaemonService } from '../daemon.js';
@@ -68,9 +69,9 @@ export const daemonCommands = (settings: DaemonSettings): Record<string, Command
       let engine: Promise<Engine> | undefined;
       const engineController = async (): Promise<Controller> => (await (engine ??= createEngine(settings))).controller;
       const services: DaemonService[] = [
-        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams, native: loadDnsNative(settings.dnsNative) }),
+        createDnsService({ state: createStoreCnmState(store), log: settings.log, port: 53, upstreams, native: loadDnsNative(settings.dnsNative), cniAttachments: createCniAttachmentReader(settings.stateDir) }),
         createFirewallService({ hostNs: HOST_NETNS, log: settings.log, controller: engineController }),
-        ...(bool(p, 'no-cni') ? [] : [createCniService({ runDir: settings.runDir, log: settings.log })]),
+        ...(bool(p, 'no-cni') ? [] : [createCniService({ stateDir: settings.stateDir, runDir: settings.runDir, log: settings.log })]),
       ];
       try {
         await runDaemon({

@@ -12,6 +12,18 @@
  *   (false), mtu, hairpinMode (false), icc (true: containers of the network reach each other),
  *   firewallBackend (nftables, iptables or none; default nftables), ipam (required), dns.
  *
+ * tsnet's embedded DNS (plugins/cni/dns.ts): keys tsnetDns (boolean), tsnetStateDir, tsnetRunDir
+ * (default TSNET_STATE_DIR / TSNET_RUN_DIR of the plugin's environment, else /var/lib/tsnet and
+ * /run/tsnet). Like a Podman network with dnsname in its list, DNS is on when the configuration
+ * declares the `aliases` capability (or the runtime passes `runtimeConfig.aliases`), unless
+ * `tsnetDns` says otherwise; it needs isGateway. ADD then registers the attachment (names: the
+ * container name from CNI_ARGS K8S_POD_NAME, the aliases of this network, the short container id)
+ * in tsnet's state directory and has the daemon (`tsnet daemon`, which must run, as dnsname needs
+ * dnsmasq; the plugin does not start it) reload: neighbours on the same network resolve those names
+ * through the gateway, and the result's dns.nameservers names the gateway first, so the runtime
+ * points the container's resolv.conf at it. When no daemon runs, the record is still written (it
+ * is served once one starts) but the gateway is not named. DEL and GC remove records.
+ *
  * The network (bridge, gateway addresses, sysctls, firewall rules) is set up when an ADD finds the
  * bridge missing, under a cross-process lock; later ADDs only make sure the gateway address is
  * there (same ip process, no extra cost). CHECK reports missing firewall rules.
@@ -31,6 +43,7 @@ import { ipamAdd, ipamCheck, ipamDel, ipamGc, ourAddresses, parseIpamConfig, req
 import { cniEndpointId, cniEndpointPrefix, cniNetworkId, hostVethName, parsePortMappings, toFirewallMappings } from './names.js';
 import type { Attachment, Plugin, Request } from './skel.js';
 import { fromWire, parseDns, type Dns, type Interface, type IpConfig, type Result, type Route } from './spec.js';
+import { dnsAdd, dnsCheck, dnsDel, dnsGc, parseDnsConf, withResolver } from './dns.js';
 
 /** ipam.type values served in process (host-local's on-disk layout). */
 export const BUILTIN_IPAM = ['tsnet-ipam', 'tsnet', 'builtin'];
@@ -191,7 +204,10 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     return deps.withLock(`cni-net-${cniNetworkId(req.name)}`, async () => {
       // Concurrent first ADDs all find the bridge missing; the first one sets the network up.
       if ((await h.getLink(cfg.bridge))?.up) return gwOps();
-      const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
+      // A MAC of its own (as the CNM bridge driver does): without one, the bridge takes its ports'
+      // lowest, which changes when that container leaves, and the others' ARP entries for the
+      // gateway then point at a MAC nobody owns until they expire (lost DNS and traffic for ~30 s).
+      const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, mac: randomMac(deps.randomHex), ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
       const failed = (await h.batch(ops)).find((r) => !r.ok);
       if (failed && !failed.ok) throw failed.error;
       const fams = new Set(subnets.map((s) => addrFamily(s.subnet)));
@@ -223,6 +239,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     const bandwidth = parseBandwidth(req.config);
     const mac = runtimeMac(req) ?? randomMac(deps.randomHex);
     const requested = cfg.ipam ? requestedIps(req.config, req.args) : [];
+    const dnsConf = parseDnsConf(req.config, req.name, cfg.isGateway);
     const netnsPath = req.netns as string;
     if (!(await deps.isNetns(netnsPath))) throw new CniError(CNI_ERR.INVALID_ENV, `CNI_NETNS: ${netnsPath} is not a network namespace`, 'invalid environment variable CNI_NETNS');
     const sandbox: NetnsRef = { kind: 'path', path: netnsPath };
@@ -308,6 +325,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
           (bandwidth.egressRate ?? 0) > 0 ? deps.tc(sandbox).shape(ifName, { rate: bandwidth.egressRate ?? 0, burst: bandwidth.egressBurst ?? 0 }) : undefined,
         ]);
       }
+      const resolver = await dnsAdd(deps, req, dnsConf, { addresses: ips.map((i) => prefixAddr(i.prefix)), subnets, undo });
       undo.commit();
 
       const base = prev?.interfaces?.length ?? 0;
@@ -321,7 +339,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         ...(prev?.ips ?? []),
         ...ips.map((i) => ({ address: i.prefix as string, ...(i.gateway !== undefined ? { gateway: i.gateway as string } : {}), interface: base + 2 })),
       ];
-      const dns = mergeDns(cfg.dns, ipamResult.dns, req.config);
+      const dns = withResolver(mergeDns(cfg.dns, ipamResult.dns, req.config), resolver);
       log.info('added', { container: req.containerId, ifName, hostIf, ips: ips.map((i) => i.prefix) });
       return {
         interfaces,
@@ -350,6 +368,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
           else await delegate(req, cfg, 'DEL');
         },
       },
+      { label: 'dns record', run: () => dnsDel(deps, req) },
     ];
     if (parsePortMappings(req.config).length > 0 || prev === undefined) {
       steps.unshift({ label: 'ports', run: () => deps.firewall(cfg.firewall).removePorts(cniEndpointId(req.name, req.containerId, req.ifName)) });
@@ -392,6 +411,7 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     if (toFirewallMappings(parsePortMappings(req.config), want.map(prefixAddr)).length > 0 && !fw.endpoints.includes(cniEndpointId(req.name, req.containerId, req.ifName))) {
       throw new TsnetError('NOT_FOUND', `published ports of ${req.containerId}/${req.ifName} are missing`, { details: { field: 'runtimeConfig.portMappings' } });
     }
+    await dnsCheck(deps, req, parseDnsConf(req.config, req.name, cfg.isGateway));
   }
 
   async function status(req: Request): Promise<void> {
@@ -438,6 +458,13 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         run: async () => {
           const stale = (await fw.list()).endpoints.filter((e) => e.startsWith(prefix) && !keepEps.has(e));
           await teardownAll(stale.map((e) => ({ label: `ports ${e}`, run: () => fw.removePorts(e) })));
+        },
+      },
+      {
+        label: 'dns records',
+        run: async () => {
+          const removed = await dnsGc(deps, req, valid);
+          if (removed.length > 0) log.info('gc removed dns records', { network: req.name, records: removed.length });
         },
       },
     ]);

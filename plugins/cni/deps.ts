@@ -6,6 +6,7 @@ import type { Logger } from '../../core/log.js';
 import type { NetnsRef } from '../../core/net.js';
 import type { Firewall } from '../../sys/firewall/api.js';
 import type { NetlinkFor, SysctlFor } from '../../sys/netlink/api.js';
+import type { CniDnsRegistry } from '../../sys/store/cni-attachments.js';
 import type { HostLocalStore } from '../../sys/store/host-local.js';
 import type { TcFor } from '../../sys/tc.js';
 
@@ -33,4 +34,7 @@ export interface CniDeps {
    * rejects with a CniError carrying the plugin's own code and message.
    */
   execPlugin(type: string, verb: string, path: readonly string[], env: Readonly<Record<string, string>>, stdin: string): Promise<unknown>;
+  /** tsnet's DNS registry of CNI attachments (`aliases`, plugins/cni/dns.ts); directories default to tsnet's. */
+  dnsRegistry(dirs: { readonly stateDir: string | undefined; readonly runDir: string | undefined }): CniDnsRegistry;
 }
+

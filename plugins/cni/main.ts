@@ -7,6 +7,8 @@
  * skeleton and exits with its status.
  *
  * TSNET_CNI_LOG_LEVEL (debug, info, warn (default), error): JSON lines on stderr.
+ * TSNET_STATE_DIR, TSNET_RUN_DIR: tsnet's directories for the DNS registry (as for the CLI; a
+ * configuration's tsnetStateDir / tsnetRunDir win).
  */
 import type { Logger } from '../../core/log.js';
 import type { Firewall, FirewallBackend, FirewallDeps } from '../../sys/firewall/api.js';
@@ -30,7 +32,13 @@ export interface DepsOptions {
   readonly log?: Logger;
   /** Handles of the host namespace (long-lived ip process); container namespaces get their own per request. */
   readonly netlink?: NetlinkFor;
+  /** tsnet's directories for the DNS registry when a configuration names none (default: TSNET_STATE_DIR / TSNET_RUN_DIR, else /var/lib/tsnet, /run/tsnet). */
+  readonly stateDir?: string;
+  readonly runDir?: string;
 }
+
+/** tsnet's DNS registry (plugins/cni/dns.ts): loaded when a request asks for it (and by `preload`). */
+const dnsModules = () => Promise.all([import('../../sys/store/cni-attachments.js'), import('../../sys/daemon-client.js')]);
 
 /**
  * The real parts, loaded only once the request is known to be well-formed (VERSION and malformed
@@ -54,8 +62,21 @@ export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
   const fwDeps = { netns: HOST_NETNS, log };
   const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
   const locker = createLocker({ crossProcess: abstractSocketLock('tsnet-cni'), label: 'tsnet-cni' });
+  const dnsRegistry: CniDeps['dnsRegistry'] = (dirs) => {
+    const stateDir = dirs.stateDir ?? o.stateDir ?? process.env['TSNET_STATE_DIR'] ?? '/var/lib/tsnet';
+    const runDir = dirs.runDir ?? o.runDir ?? process.env['TSNET_RUN_DIR'] ?? '/run/tsnet';
+    const reg = dnsModules().then(([{ createCniDnsRegistry }, { daemonCall, daemonSocket }]) => createCniDnsRegistry({ stateDir, call: daemonCall, socket: daemonSocket(runDir) }));
+    reg.catch(() => undefined); // awaited by every use; never an unhandled rejection
+    return {
+      put: async (id, rec) => (await reg).put(id, rec),
+      remove: async (id) => (await reg).remove(id),
+      ids: async (prefix) => (await reg).ids(prefix),
+      reload: async (ms) => (await reg).reload(ms),
+    };
+  };
   return {
     hostNs: HOST_NETNS,
+    dnsRegistry,
     netlink,
     sysctl: createSysctlFor(),
     tc: createTcFor(),
@@ -127,5 +148,5 @@ export async function serveRequest(named: string, env: Readonly<Record<string, s
 
 /** Loads every part (for a V8 startup snapshot, which then starts with everything evaluated). */
 export async function preload(): Promise<void> {
-  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps()]);
+  await Promise.all([...Object.values(FACTORIES).map((f) => f()), buildDeps(), dnsModules()]);
 }

@@ -15,7 +15,7 @@
  * like the reference host-local plugin's one file per IP.
  */
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, realpath, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError, wrap } from '../../core/errors.js';
 import {
@@ -38,6 +38,7 @@ import {
   type Reservations,
   type Store,
 } from './api.js';
+import { fsyncDir, tmpName, writeAtomic } from './atomic.js';
 import { abstractSocketLock, createLocker, type Locker } from './lock.js';
 
 export interface FsStoreOptions {
@@ -68,36 +69,6 @@ function fsError(context: string, err: unknown): TsnetError {
 
 function checkSignal(opts: OpOptions | undefined, what: string): void {
   if (opts?.signal?.aborted) throw new TsnetError('UNAVAILABLE', `${what}: aborted`, { cause: opts.signal.reason });
-}
-
-const tmpName = (final: string): string => `.${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** temp + write + fsync + rename + fsync(dir). */
-async function writeAtomic(dir: string, final: string, text: string): Promise<void> {
-  const tmp = join(dir, tmpName(final));
-  try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(dir, final));
-  } catch (err) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  await fsyncDir(dir);
 }
 
 async function readOrUndefined(path: string): Promise<string | undefined> {

@@ -41,3 +41,19 @@ export function okCli(cli: Cli): (...args: string[]) => Promise<string> {
     return r.stdout;
   };
 }
+
+/** `tsnet daemon` in the isolated host (its state and run directories, forwarding to NO_UPSTREAM), stopped at teardown. */
+export async function startDaemon(host: IsolatedHost): Promise<void> {
+  const cli = cliFor(host);
+  host.defer(() => cli('daemon', '--stop'));
+  const p = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, 'daemon', '--upstream', NO_UPSTREAM]);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('tsnet daemon did not start')), 20_000);
+    p.child.stderr.on('data', (d: Buffer) => {
+      if (d.toString().includes('ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
