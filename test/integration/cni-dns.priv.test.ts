@@ -15,8 +15,9 @@ import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { cniEndpointId } from '../../plugins/cni/names.js';
 import { inNetns, run } from '../../sys/exec.js';
-import { bridgeList, CniError, links, nsPath, reservations, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
-import { startDaemon } from '../helpers/cli.js';
+import { cniSocketPath } from '../../cli/cni-service.js';
+import { bridgeList, CniError, Libcni, links, nsPath, reservations, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
+import { startDaemon, TSNET_BIN } from '../helpers/cli.js';
 import type { DnsQuestion, DnsResult } from '../helpers/dns-client.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
 
@@ -76,10 +77,13 @@ const records = async (host: IsolatedHost): Promise<string[]> => (await readdir(
 
 const WEB_ID = '0a1b2c3d4e5f60718293a4b5c6d7e8f9';
 
-t.test('aliases, container name and short id resolve through the gateway; other networks do not see them; DEL and GC remove them', { skip: skipUnlessRoot }, async (t) => {
+for (const via of ['standalone', 'daemon'] as const) t.test(`${via === 'daemon' ? 'through the daemon\'s CNI service (C front end): ' : ''}aliases, container name and short id resolve through the gateway; other networks do not see them; DEL and GC remove them`, { skip: skipUnlessRoot }, async (t) => {
   await withIsolatedHost(async (host) => {
-    const w = await world(host);
+    const w0 = await world(host);
     await startDaemon(host);
+    // Standalone: the front end finds no daemon at its default socket and runs the Node plugin;
+    // daemon: it hands every request to the running daemon's CNI service.
+    const w: World = via === 'daemon' ? { ...w0, cni: new Libcni({ ns: w0.cni.ns, cniPath: w0.cni.cniPath, cacheDir: w0.cni.cacheDir, extraEnv: { TSNET_CNI_SOCKET: cniSocketPath(host.runDir) } }) } : w0;
     const lab = dnsList(w, 'lab', 'tcni0', '10.77.0.0/24');
     const other = dnsList(w, 'other', 'tcni1', '10.78.0.0/24');
     const web = await container(w, lab, WEB_ID, ['web', 'www.lab'], 'webctr');
@@ -145,6 +149,9 @@ t.test('aliases, container name and short id resolve through the gateway; other 
     await w.cni.delList(lab, client.a);
     await w.cni.delList(other, stranger.a);
     t.same(await records(host), [], 'no record left');
+    const status = JSON.parse((await host.exec([process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, 'daemon', '--status'])).stdout) as { services?: { cni?: { requests?: number } } };
+    if (via === 'daemon') t.ok((status.services?.cni?.requests ?? 0) >= 10, `the daemon served the requests (${status.services?.cni?.requests})`);
+    else t.equal(status.services?.cni?.requests, 0, 'the daemon served none');
   });
 });
 
