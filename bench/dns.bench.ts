@@ -12,8 +12,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { build } from 'esbuild';
-import { fileURLToPath } from 'node:url';
 import { createEngine } from '../cli/engine.js';
 import { daemonRequest } from '../cli/daemon.js';
 import type { EndpointRecord, SandboxRecord } from '../cnm/model.js';
@@ -22,6 +20,7 @@ import { nullLogger } from '../core/log.js';
 import type { EndpointId, IfName, NetnsRef, NetworkId, Prefix, SandboxId } from '../core/net.js';
 import { openFsStore } from '../sys/store/fs.js';
 import { TSNET_BIN } from '../test/helpers/cli.js';
+import { buildDnsTool } from '../test/helpers/dns-tool-run.js';
 import type { IsolatedHost } from '../test/helpers/isolated-host.js';
 import { type BenchRow, type BenchSection } from './report.js';
 
@@ -132,11 +131,7 @@ export async function benchDns(host: IsolatedHost, opts: { readonly seconds?: nu
     const records = Number((status?.services?.['dns'] as { records?: number } | undefined)?.records ?? NaN);
 
     // 10^6 random and mutated packets from the client namespace, then a valid query.
-    const tool = join(host.runDir, 'dns-tool.mjs');
-    await build({
-      entryPoints: [fileURLToPath(new URL('../test/helpers/dns-tool.ts', import.meta.url))], outfile: tool, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning',
-      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-    });
+    const tool = await buildDnsTool(join(host.runDir, 'dns-tool.mjs'));
     const fuzzT0 = performance.now();
     const fz = JSON.parse((await host.execIn(client.netns, [process.execPath, tool, 'fuzz', JSON.stringify({ server: gw, port: 53, count: fuzzCount, seed: 11 })], { timeoutMs: 200_000 })).stdout) as { sent: number; replies: number };
     const fuzzS = (performance.now() - fuzzT0) / 1000;

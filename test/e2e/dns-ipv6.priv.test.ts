@@ -4,26 +4,16 @@
  * containers' IPv6 addresses (over IPv6 and IPv4 transport, UDP and TCP), PTR under ip6.arpa, and
  * only to clients on the network.
  */
-import { rm } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import t from 'tap';
 import type { NetnsRef } from '../../core/net.js';
-import { inNetns, run } from '../../sys/exec.js';
 import { cliFor, okCli } from '../helpers/cli.js';
-import type { DnsQuestion, DnsResult } from '../helpers/dns-client.js';
+import type { DnsResult } from '../helpers/dns-client.js';
+import { dnsTool } from '../helpers/dns-tool-run.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
 
-const TOOL = `/tmp/dns-tool-v6-${process.pid}.mjs`;
-await build({ entryPoints: [fileURLToPath(new URL('../helpers/dns-tool.ts', import.meta.url))], outfile: TOOL, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning',
-  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-});
-t.teardown(() => rm(TOOL, { force: true }));
-
-async function ask(ns: NetnsRef, server: string, queries: DnsQuestion[]): Promise<DnsResult[]> {
-  const { stdout } = await run(inNetns(ns, [process.execPath, TOOL, 'query', JSON.stringify({ server, port: 53, timeoutMs: 3000, queries })]), { timeoutMs: 60_000 });
-  return JSON.parse(stdout) as DnsResult[];
-}
+const tool = await dnsTool('dns-tool-v6');
+t.teardown(() => tool.remove());
+const ask = tool.ask;
 const addrs = (r: DnsResult | undefined): string[] => (r?.answers ?? []).map((a) => a.data);
 
 /** The nibble-reversed ip6.arpa name of a full (expanded) IPv6 address. */

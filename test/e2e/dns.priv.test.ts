@@ -5,22 +5,17 @@
  * TCP, removal, a neighbour namespace that gets no answer, the daemon's lifecycle, and fuzzing.
  */
 import t, { type Test } from 'tap';
-import { build } from 'esbuild';
-import { readFile, rm } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import { readFile } from 'node:fs/promises';
 import type { NetnsRef } from '../../core/net.js';
 import { inNetns, run } from '../../sys/exec.js';
 import { cliFor, okCli, type Cli } from '../helpers/cli.js';
-import type { DnsQuestion, DnsResult } from '../helpers/dns-client.js';
+import type { DnsResult } from '../helpers/dns-client.js';
+import { dnsTool } from '../helpers/dns-tool-run.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
 
-// The query helper, bundled once (plain node starts in ~50 ms; through tsx it took ~1 s a call).
-const TOOL = `/tmp/dns-tool-${process.pid}.mjs`;
-await build({ entryPoints: [fileURLToPath(new URL('../helpers/dns-tool.ts', import.meta.url))], outfile: TOOL, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning',
-  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-});
-t.teardown(() => rm(TOOL, { force: true }));
-const node = (...a: string[]): [string, ...string[]] => [process.execPath, TOOL, ...a];
+const tool = await dnsTool('dns-tool');
+t.teardown(() => tool.remove());
+const node = (...a: string[]): [string, ...string[]] => [process.execPath, tool.path, ...a];
 const UPSTREAM_NS_ADDR = '198.51.100.53';
 
 interface World {
@@ -29,11 +24,7 @@ interface World {
   readonly ok: (...a: string[]) => Promise<string>;
 }
 
-/** Queries sent from inside `ns` (one helper process for the batch). */
-async function ask(ns: NetnsRef, server: string, queries: DnsQuestion[], timeoutMs = 3000): Promise<DnsResult[]> {
-  const { stdout } = await run(inNetns(ns, node('query', JSON.stringify({ server, port: 53, timeoutMs, queries }))), { timeoutMs: 60_000 });
-  return JSON.parse(stdout) as DnsResult[];
-}
+const ask = tool.ask;
 const addrs = (r: DnsResult | undefined): string[] => (r?.answers ?? []).map((a) => a.data);
 
 async function sandboxOf(w: World, name: string): Promise<{ ns: NetnsRef; ip: (net: string) => string; resolvConf: string; nameserver: string }> {

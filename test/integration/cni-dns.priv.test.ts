@@ -8,31 +8,20 @@
  * nothing created.
  */
 import t from 'tap';
-import { build } from 'esbuild';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { cniEndpointId } from '../../plugins/cni/names.js';
-import { inNetns, run } from '../../sys/exec.js';
 import { cniSocketPath } from '../../cli/cni-service.js';
 import { bridgeList, CniError, Libcni, links, nsPath, reservations, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
 import { startDaemon, TSNET_BIN } from '../helpers/cli.js';
-import type { DnsQuestion, DnsResult } from '../helpers/dns-client.js';
+import type { DnsResult } from '../helpers/dns-client.js';
+import { dnsTool } from '../helpers/dns-tool-run.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
 
-// The query helper, bundled once (plain node starts in ~50 ms; through tsx ~1 s a call).
-const TOOL = `/tmp/cni-dns-tool-${process.pid}.mjs`;
-await build({
-  entryPoints: [fileURLToPath(new URL('../helpers/dns-tool.ts', import.meta.url))], outfile: TOOL, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning',
-  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-});
-t.teardown(() => rm(TOOL, { force: true }));
-
-async function ask(ns: NetnsRef, server: string, queries: DnsQuestion[]): Promise<DnsResult[]> {
-  const { stdout } = await run(inNetns(ns, [process.execPath, TOOL, 'query', JSON.stringify({ server, port: 53, timeoutMs: 3000, queries })]), { timeoutMs: 60_000 });
-  return JSON.parse(stdout) as DnsResult[];
-}
+const tool = await dnsTool('cni-dns-tool');
+t.teardown(() => tool.remove());
+const ask = tool.ask;
 const addrs = (r: DnsResult | undefined): string[] => (r?.answers ?? []).filter((a) => a.type === 'A' || a.type === 'PTR').map((a) => a.data);
 
 /**
