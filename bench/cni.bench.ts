@@ -10,11 +10,10 @@
  * 200 containers on it; then 200 concurrent ADDs followed by 200 concurrent DELs (all must
  * succeed with distinct addresses and leave nothing behind).
  */
-import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cniSocketPath } from '../cli/cni-service.js';
 import { bridgeList, Libcni, links, makeCniPath, nftElements, nsPath, reservations, type Attachment, type Conflist } from '../test/helpers/cni.js';
-import { TSNET_BIN } from '../test/helpers/cli.js';
+import { startDaemon } from '../test/helpers/cli.js';
 import type { IsolatedHost } from '../test/helpers/isolated-host.js';
 import { stats, type BenchRow, type BenchSection } from './report.js';
 
@@ -163,12 +162,8 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
   const cniPath = await makeCniPath(join(host.runDir, 'cni-bin'));
   const dataDir = join(host.stateDir, 'ipam');
   // The daemon whose CNI service the C front end hands requests to (cli/cni-service.ts).
-  const daemon = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, '--log-level', 'warn', 'daemon', '--upstream', '127.0.0.1:9']);
+  await startDaemon(host); // stopped at the isolated host's teardown
   const socket = cniSocketPath(host.runDir);
-  for (let i = 0; !(await stat(socket).then((st) => st.isSocket(), () => false)); i++) {
-    if (i > 300) throw new Error(`tsnet daemon: no ${socket} after 15 s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
   const libcni = (env: Record<string, string>): Libcni => new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache'), timeoutMs: 600_000, extraEnv: env });
   const { daemon: td, standalone: tsa, ref } = flavours(dataDir, {
     daemon: libcni({ TSNET_CNI_SOCKET: socket }),
@@ -179,7 +174,6 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
   const pts = await concurrent(host, td, parallel, dataDir);
   const psa = await concurrent(host, tsa, parallel, dataDir);
   const prf = await concurrent(host, ref, parallel, dataDir);
-  await daemon.close(2000);
   const leftElements = await nftElements(host);
   const row = (name: string, mine: number[], theirs: number[], q: 'median' | 'p95', goal?: number): BenchRow => {
     const v = stats(mine)[q];

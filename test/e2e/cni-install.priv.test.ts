@@ -6,8 +6,7 @@
 import t from 'tap';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cniSocketPath } from '../../cli/cni-service.js';
-import { TSNET_BIN } from '../helpers/cli.js';
+import { cniRequestsServed, startDaemon, TSNET_BIN } from '../helpers/cli.js';
 import { execPlugin, Libcni, neighbour, nsPath, type Conflist } from '../helpers/cni.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
 import { request, startServer } from '../helpers/traffic.js';
@@ -62,21 +61,14 @@ t.test('tsnet cni install: --no-front-end installs Node plugins; the front end u
     const bin = join(host.stateDir, 'bin-fe');
     const g = ['--state-dir', host.stateDir, '--run-dir', host.runDir];
     await host.exec([process.execPath, TSNET_BIN, ...g, 'cni', 'install', '--bin-dir', bin, '--conf-dir', '']);
-    const d = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, ...g, 'daemon', '--upstream', '127.0.0.1:9']);
-    for (let i = 0; !(await stat(cniSocketPath(host.runDir)).then(() => true, () => false)); i++) {
-      if (i > 300) throw new Error('daemon did not start');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await startDaemon(host);
     const dataDir = join(host.stateDir, 'ipam');
     const list: Conflist = { cniVersion: '1.0.0', name: 'fe', plugins: [{ type: 'tsnet-bridge', bridge: 'fe0', isGateway: true, ipam: { type: 'tsnet-ipam', ranges: [[{ subnet: '10.67.0.0/24' }]], dataDir } }] };
     const cni = new Libcni({ ns: host.ns, cniPath: bin, cacheDir: join(host.stateDir, 'cache') });
     const ns = await host.newNetns('c');
     const a = { containerId: 'fe1', netns: nsPath(ns), ifName: 'eth0' };
     await cni.addList(list, a);
-    const status = JSON.parse((await host.exec([process.execPath, TSNET_BIN, ...g, 'daemon', '--status'])).stdout) as { services?: { cni?: { requests?: number } } };
-    t.equal(status.services?.cni?.requests, 1, 'the ADD was served by the daemon');
+    t.equal(await cniRequestsServed(host), 1, 'the ADD was served by the daemon');
     await cni.delList(list, a);
-    d.child.kill('SIGTERM');
-    await d.close(10_000);
   });
 });

@@ -1,7 +1,7 @@
 /** Runs the built `tsnet` CLI inside a test's isolated host, with that host's state and run dirs. */
 import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
-import { execDetails, inNetns, run } from '../../sys/exec.js';
+import { execDetails, inNetns, run, type LongLived } from '../../sys/exec.js';
 import type { IsolatedHost } from './isolated-host.js';
 
 export const TSNET_BIN = fileURLToPath(new URL('../../dist/tsnet.js', import.meta.url));
@@ -42,8 +42,11 @@ export function okCli(cli: Cli): (...args: string[]) => Promise<string> {
   };
 }
 
-/** `tsnet daemon` in the isolated host (its state and run directories, forwarding to NO_UPSTREAM), stopped at teardown. */
-export async function startDaemon(host: IsolatedHost): Promise<void> {
+/**
+ * `tsnet daemon` in the isolated host (its state and run directories, forwarding to NO_UPSTREAM),
+ * resolved once it is ready (every service started, its sockets bound), stopped at teardown.
+ */
+export async function startDaemon(host: IsolatedHost): Promise<LongLived> {
   const cli = cliFor(host);
   host.defer(() => cli('daemon', '--stop'));
   const p = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, 'daemon', '--upstream', NO_UPSTREAM]);
@@ -56,4 +59,11 @@ export async function startDaemon(host: IsolatedHost): Promise<void> {
       }
     });
   });
+  return p;
+}
+
+/** Requests the running daemon's CNI service has served (`tsnet daemon --status`). */
+export async function cniRequestsServed(host: IsolatedHost): Promise<number | undefined> {
+  const s = JSON.parse(await okCli(cliFor(host))('daemon', '--status')) as { services?: { cni?: { requests?: number } } };
+  return s.services?.cni?.requests;
 }

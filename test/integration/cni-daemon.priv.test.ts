@@ -8,21 +8,16 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cniSocketPath } from '../../cli/cni-service.js';
-import { TSNET_BIN } from '../helpers/cli.js';
+import { cniRequestsServed, startDaemon } from '../helpers/cli.js';
 import type { Attachment } from '../helpers/cni.js';
 import { bridgeList, CniError, Libcni, links, makeCniPath, neighbour, nftElements, nsPath, reservations } from '../helpers/cni.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
 import { request, startServer } from '../helpers/traffic.js';
 
-async function startDaemon(host: IsolatedHost): Promise<{ socket: string; stop: () => Promise<void>; kill: () => Promise<void> }> {
-  const d = host.spawnIn(host.ns, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, '--log-level', 'warn', 'daemon', '--upstream', '127.0.0.1:9']);
-  const socket = cniSocketPath(host.runDir);
-  for (let i = 0; !(await stat(socket).then((s) => s.isSocket(), () => false)); i++) {
-    if (i > 300) throw new Error(`no ${socket} after 15 s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+async function daemon(host: IsolatedHost): Promise<{ socket: string; stop: () => Promise<void>; kill: () => Promise<void> }> {
+  const d = await startDaemon(host);
   return {
-    socket,
+    socket: cniSocketPath(host.runDir),
     stop: async () => {
       d.child.kill('SIGTERM');
       await d.close(10_000);
@@ -39,15 +34,11 @@ async function cniFor(host: IsolatedHost, socket: string): Promise<{ cni: Libcni
   return { cni: new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache'), extraEnv: { TSNET_CNI_SOCKET: socket } }), dataDir: join(host.stateDir, 'ipam') };
 }
 
-async function served(host: IsolatedHost): Promise<number> {
-  const { stdout } = await host.exec([process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, 'daemon', '--status']);
-  const s = JSON.parse(stdout) as { services?: { cni?: { requests?: number } } };
-  return s.services?.cni?.requests ?? -1;
-}
+const served = async (host: IsolatedHost): Promise<number> => (await cniRequestsServed(host)) ?? -1;
 
 t.test('through the daemon: results, packets, published port, CHECK, errors, DEL leaves nothing', { skip: skipUnlessRoot }, async (t) => {
   await withIsolatedHost(async (host) => {
-    const d = await startDaemon(host);
+    const d = await daemon(host);
     const { cni, dataDir } = await cniFor(host, d.socket);
     const nbr = await neighbour(host);
     const before = await links(host);
@@ -96,7 +87,7 @@ t.test('through the daemon: results, packets, published port, CHECK, errors, DEL
 
 t.test('through the daemon: 24 concurrent ADDs then DELs, all ok, distinct, nothing left', { skip: skipUnlessRoot }, async (t) => {
   await withIsolatedHost(async (host) => {
-    const d = await startDaemon(host);
+    const d = await daemon(host);
     const { cni, dataDir } = await cniFor(host, d.socket);
     const list = bridgeList('1.0.0', dataDir);
     const before = (await links(host)).length;
@@ -124,7 +115,7 @@ t.test('through the daemon: 24 concurrent ADDs then DELs, all ok, distinct, noth
 
 t.test('no daemon: the front end runs the Node plugin (also beside the socket a killed daemon left)', { skip: skipUnlessRoot }, async (t) => {
   await withIsolatedHost(async (host) => {
-    const d = await startDaemon(host);
+    const d = await daemon(host);
     const { cni, dataDir } = await cniFor(host, d.socket);
     const list = bridgeList('1.0.0', dataDir);
     const ns1 = await host.newNetns('c1');
