@@ -11,7 +11,7 @@
  * succeed with distinct addresses and leave nothing behind).
  */
 import { join } from 'node:path';
-import { cniSocketPath } from '../cli/cni-service.js';
+import { cniSocketPath } from '../engine/cni-service.js';
 import { bridgeList, Libcni, links, makeCniPath, nftElements, nsPath, reservations, type Attachment, type Conflist } from '../test/helpers/cni.js';
 import { startDaemon } from '../test/helpers/cli.js';
 import type { IsolatedHost } from '../test/helpers/isolated-host.js';
@@ -161,7 +161,7 @@ export async function benchCni(host: IsolatedHost, opts: { readonly n?: number; 
   const parallel = opts.parallel ?? 200;
   const cniPath = await makeCniPath(join(host.runDir, 'cni-bin'));
   const dataDir = join(host.stateDir, 'ipam');
-  // The daemon whose CNI service the C front end hands requests to (cli/cni-service.ts).
+  // The daemon whose CNI service the C front end hands requests to (engine/cni-service.ts).
   await startDaemon(host); // stopped at the isolated host's teardown
   const socket = cniSocketPath(host.runDir);
   const libcni = (env: Record<string, string>): Libcni => new Libcni({ ns: host.ns, cniPath, cacheDir: join(host.stateDir, 'cni-cache'), timeoutMs: 600_000, extraEnv: env });

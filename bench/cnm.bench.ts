@@ -4,7 +4,7 @@
  * its network vs one without (the network part of a container start).
  */
 import { nullLogger } from '../core/log.js';
-import { createEngine } from '../cli/engine.js';
+import { createEngine } from '../engine/engine.js';
 import { cliFor, okCli } from '../test/helpers/cli.js';
 import type { IsolatedHost } from '../test/helpers/isolated-host.js';
 import { sample, stats, type BenchSection } from './report.js';

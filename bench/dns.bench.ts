@@ -12,8 +12,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createEngine } from '../cli/engine.js';
-import { daemonRequest } from '../cli/daemon.js';
+import { createEngine } from '../engine/engine.js';
+import { daemonRequest } from '../sys/daemon-control.js';
 import type { EndpointRecord, SandboxRecord } from '../cnm/model.js';
 import { createStoreCnmState } from '../cnm/state.js';
 import { nullLogger } from '../core/log.js';

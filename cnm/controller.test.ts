@@ -26,7 +26,8 @@ t.test('predefined networks and a user network', async (t) => {
   await t.rejects(w.controller.createNetwork({ name: 'web' }), { code: 'ALREADY_EXISTS', message: /network with name web already exists/ });
   await t.rejects(w.controller.createNetwork({ name: 'host' }), { code: 'ALREADY_EXISTS' });
   await t.rejects(w.controller.createNetwork({ name: 'h2', driver: 'host' }), { code: 'INVALID_CONFIG', message: /only one instance of "host"/ });
-  await t.rejects(w.controller.createNetwork({ name: 'x', driver: 'macvlan' }), { code: 'INVALID_CONFIG', message: /unknown driver/ });
+  await t.rejects(w.controller.createNetwork({ name: 'x', driver: 'ipvlan' }), { code: 'INVALID_CONFIG', message: /unknown driver/ });
+  await t.rejects(w.controller.createNetwork({ name: 'x', driver: 'macvlan' }), { code: 'INVALID_CONFIG', message: /option parent: required/ });
   await t.rejects(w.controller.createNetwork({ name: 'bad name!' }), { code: 'INVALID_CONFIG', message: /name/ });
   await t.rejects(w.controller.createNetwork({ name: 'x', options: { 'com.docker.network.driver.mtu': 'abc' } }), { code: 'INVALID_CONFIG', message: /com\.docker\.network\.driver\.mtu/ });
   t.equal((await w.controller.listNetworks()).length, 4, 'failed creates left nothing');
@@ -198,7 +199,7 @@ t.test('published ports: ephemeral picks, taken and busy host ports refused befo
     t.equal((await w.kernel.netlinkFor(HOST_NETNS).listLinks()).length, before.links, 'no veth left');
     t.equal((await w.controller.listSandboxes()).length, before.sandboxes, 'no sandbox left');
   };
-  await refused([{ proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } }], /0\.0\.0\.0:8080\/tcp is already published by another container/, 'ALREADY_EXISTS');
+  await refused([{ proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } }], /0\.0\.0\.0:8080\/tcp is already published by container a/, 'ALREADY_EXISTS');
   await refused([{ proto: 'tcp', hostPort: { start: 41000, end: 41000 }, containerPort: { start: 80, end: 80 } }], /in use by a process on the host/, 'ALREADY_EXISTS');
   await refused([{ proto: 'tcp', hostIp: '198.51.100.7', hostPort: { start: 9000, end: 9000 }, containerPort: { start: 80, end: 80 } }], /198\.51\.100\.7 is not an address of this host/, 'INVALID_CONFIG');
   await refused([{ proto: 'tcp', containerPort: { start: 80, end: 80 } }], /no free tcp port in the ephemeral range 41000-41001/, 'EXHAUSTED');
@@ -234,6 +235,10 @@ t.test('embedded DNS: resolv.conf per network and --dns, change events for the d
   const events: CnmChange[] = [];
   const w = makeWorld({ onChange: async (e) => { events.push(e); } });
   await w.controller.ensurePredefined();
+  // A daemon that is already running (the first `run` started it) learns the default bridge from this event.
+  t.same(events.map((e) => [e.kind, e.networkIds.length, e.dns]), [['network-created', 3, true]], 'the predefined networks: one event, the bridge with DNS');
+  await w.controller.ensurePredefined();
+  t.equal(events.length, 1, 'none when they exist already');
   const lab = await w.controller.createNetwork({ name: 'lab', subnets: [{ subnet: '10.50.0.0/24' }] });
   const quiet = await w.controller.createNetwork({ name: 'quiet', subnets: [{ subnet: '10.51.0.0/24' }], dnsEnabled: false });
   t.equal(quiet.dnsEnabled, false);
@@ -269,4 +274,39 @@ t.test('embedded DNS: resolv.conf per network and --dns, change events for the d
   const failing = makeWorld({ onChange: async () => { throw new Error('daemon down'); } });
   await failing.controller.ensurePredefined();
   t.ok(await failing.controller.createSandbox({ name: 'x', mode: { kind: 'network', network: 'bridge' } }), 'a failing notification does not fail the mutation');
+});
+
+t.test('sandbox names: unique by claim without a global lock; a crashed creation\'s claim is taken over', async (t) => {
+  const w = makeWorld();
+  await w.controller.ensurePredefined();
+  const none = { kind: 'none' } as const;
+  const results = await Promise.allSettled(Array.from({ length: 8 }, () => w.controller.createSandbox({ name: 'same', mode: none })));
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one of eight concurrent creations of one name wins');
+  t.ok(results.filter((r) => r.status === 'rejected').every((r) => /the container name "same" is already in use|being created/.test(String((r as PromiseRejectedResult).reason))), 'the others are told why');
+  const winner = results.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<Awaited<ReturnType<typeof w.controller.createSandbox>>> | undefined;
+  t.equal(await w.state.sandboxNames.owner('same'), winner?.value.record.id, 'the name is held by the one that won');
+  t.equal((await w.state.sandboxes.list()).filter((s) => s.name === 'same').length, 1, 'one record of that name');
+  // A removal cut short after the record went and before the name: the name is a leftover.
+  await w.state.sandboxNames.reserve('orphan', 'f'.repeat(64));
+  const sb = await w.controller.createSandbox({ name: 'orphan', mode: none });
+  t.equal(await w.state.sandboxNames.owner('orphan'), sb.record.id, 'the leftover name was taken over');
+  await w.controller.deleteSandbox('orphan');
+  t.equal(await w.state.sandboxNames.owner('orphan'), undefined, 'deleting the sandbox releases its name');
+  const again = await w.controller.createSandbox({ name: 'orphan', mode: none });
+  t.ok(again.record.id, 'the name is free again');
+});
+
+t.test('sandboxes recorded before names were claimed keep their names', async (t) => {
+  const older = makeWorld();
+  await older.controller.ensurePredefined();
+  const old = await older.controller.createSandbox({ name: 'old', mode: { kind: 'none' } });
+  // As a store written by an older tsnet: the record, no name index at all.
+  const w = makeWorld();
+  await w.controller.ensurePredefined();
+  const oldId = 'e'.repeat(64) as typeof old.record.id; // the worlds' ids come from one seed
+  await w.state.sandboxes.create({ ...old.record, id: oldId });
+  t.notOk(await w.state.sandboxNames.complete(), 'not indexed yet');
+  await t.rejects(w.controller.createSandbox({ name: 'old', mode: { kind: 'none' } }), { code: 'ALREADY_EXISTS', message: /"old" is already in use/ });
+  t.equal(await w.state.sandboxNames.owner('old'), oldId, 'indexed for the existing sandbox');
+  t.ok(await w.state.sandboxNames.complete(), 'indexed once');
 });

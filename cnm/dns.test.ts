@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { IpAddr, NetworkId, Prefix } from '../core/net.js';
 import { buildSnapshot, lookupName, visibleNetworks } from '../dns/records.js';
-import type { CniAttachmentRecord } from '../sys/store/cni-attachments.js';
+import type { CniAttachmentRecord } from '../sys/store/api.js';
 import { dnsInputs } from './dns.js';
 import type { NetworkRecord } from './model.js';
 

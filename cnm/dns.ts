@@ -11,7 +11,8 @@
  */
 import { prefixAddr } from '../core/net.js';
 import type { DnsEndpointInput, DnsNetworkInput } from '../dns/api.js';
-import type { CniAttachmentRecord } from '../sys/store/cni-attachments.js';
+import type { CniAttachmentRecord } from '../sys/store/api.js';
+import type { RemoteEndpoint } from './deps.js';
 import { networkHasDns, type EndpointRecord, type NetworkRecord, type SandboxRecord } from './model.js';
 
 export function dnsInputs(
@@ -19,6 +20,7 @@ export function dnsInputs(
   endpoints: readonly EndpointRecord[],
   sandboxes: readonly SandboxRecord[],
   cni: readonly CniAttachmentRecord[] = [],
+  remote: readonly RemoteEndpoint[] = [],
 ): { networks: DnsNetworkInput[]; endpoints: DnsEndpointInput[] } {
   const nets = networks.filter((n) => n.status === 'ready' && networkHasDns(n));
   const ids = new Set<string>(nets.map((n) => n.id));
@@ -29,6 +31,10 @@ export function dnsInputs(
     if (e.status !== 'ready' || !ids.has(e.networkId) || sb === undefined) continue;
     // Docker's order: container name, then hostname, network aliases, the short id.
     eps.push({ networkId: e.networkId, sandboxId: sb.id, addresses: e.addresses.map(prefixAddr), names: [sb.name, sb.hostname, ...e.aliases, sb.id.slice(0, 12)] });
+  }
+  // Endpoints of the other hosts on cluster networks (from the agent's watch): names only, never clients here.
+  for (const r of remote) {
+    if (ids.has(r.networkId)) eps.push({ networkId: r.networkId, sandboxId: `remote:${r.endpointId}`, addresses: [r.ip], names: r.names });
   }
   const cniNets = new Map<string, DnsNetworkInput & { subnets: DnsNetworkInput['subnets'][number][]; gateways: DnsNetworkInput['gateways'][number][] }>();
   for (const a of cni) {

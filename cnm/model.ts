@@ -41,13 +41,19 @@ export const NetworkRecordSchema = z.strictObject({
   labels: z.record(z.string(), z.string()),
   /** The driver's persisted config (bridge name, MTU...). */
   config: z.record(z.string(), z.unknown()),
-  /** Embedded DNS (issue 5): absent means on, for every bridge network including the default one. */
+  /** Embedded DNS: absent means on, for every bridge network including the default one. */
   dnsEnabled: z.boolean().optional(),
+  /** The way in that made it, when not tsnet's own doors (the Docker plugin's networks). */
+  door: z.enum(['docker']).optional(),
+  /** The subnets were assigned by the door's own IPAM (Docker's, through the IPAM plugin): no tsnet pool. */
+  externalIpam: z.literal(true).optional(),
+  /** A network of the cluster (overlay): its record is in the cluster store, this is the host's copy; addresses from cluster IPAM. */
+  scope: z.literal('cluster').optional(),
 });
 export type NetworkRecord = z.infer<typeof NetworkRecordSchema>;
 
 /** Whether the embedded resolver serves this network (bridge networks, unless created with --disable-dns). */
-export const networkHasDns = (n: NetworkRecord): boolean => n.driver === 'bridge' && n.dnsEnabled !== false;
+export const networkHasDns = (n: NetworkRecord): boolean => (n.driver === 'bridge' || n.driver === 'overlay') && n.dnsEnabled !== false && n.door === undefined;
 
 export const PortMappingRecordSchema = z.strictObject({
   proto: z.enum(['tcp', 'udp', 'sctp']),
@@ -71,7 +77,14 @@ export const EndpointRecordSchema = z.strictObject({
   aliases: z.array(z.string()),
   defaultRoute: z.boolean(),
   ports: z.array(PortMappingRecordSchema),
+  /** An endpoint of a door that owns its sandbox (Docker): the container end is left in the host
+   *  namespace as `peerIf` for the door's engine to move; `sandboxId` is then DOOR_SANDBOX. */
+  door: z.enum(['docker']).optional(),
+  peerIf: zIfName.optional(),
 });
+
+/** The sandbox id of endpoints whose sandbox a door owns (no tsnet sandbox record). */
+export const DOOR_SANDBOX = 'door' as SandboxId;
 export type EndpointRecord = z.infer<typeof EndpointRecordSchema>;
 
 export const NetnsModeSchema = z.discriminatedUnion('kind', [
@@ -99,8 +112,75 @@ export const SandboxRecordSchema = z.strictObject({
   /** Where /etc/hosts and /etc/resolv.conf for the container are written. */
   hostsPath: z.string(),
   resolvConfPath: z.string(),
+  /**
+   * Made for a container of tsnet's runtime (the CLI's `run`, same id): without that container's
+   * record it is what a crash left. Other sandboxes (the library's) have no container and are never
+   * swept.
+   */
+  container: z.literal(true).optional(),
 });
 export type SandboxRecord = z.infer<typeof SandboxRecordSchema>;
+
+/** Impairments of what leaves one end of a link (sys Impairment, as recorded). */
+export const ImpairmentRecordSchema = z.strictObject({
+  rate: z.number().int().positive().optional(),
+  delayUs: z.number().int().nonnegative().optional(),
+  jitterUs: z.number().int().nonnegative().optional(),
+  lossPct: z.number().min(0).max(100).optional(),
+});
+export type ImpairmentRecord = z.infer<typeof ImpairmentRecordSchema>;
+
+/**
+ * One end of a point-to-point link: an interface in a sandbox's own namespace, or a port of a
+ * switch (a bridge in the host namespace, with an interface name chosen by tsnet).
+ */
+export const LinkEndRecordSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('sandbox'),
+    sandboxId: zId<SandboxId>(),
+    ifName: zIfName,
+    mac: zMac,
+    addresses: z.array(zPrefix),
+    impair: ImpairmentRecordSchema.optional(),
+  }),
+  z.strictObject({
+    kind: z.literal('switch'),
+    switchId: z.string(),
+    ifName: zIfName,
+    mac: zMac,
+    impair: ImpairmentRecordSchema.optional(),
+  }),
+]);
+export type LinkEndRecord = z.infer<typeof LinkEndRecordSchema>;
+
+/**
+ * A veth pair straight between two namespaces (cnm/links.ts). Written ("creating", both ends' names
+ * and MACs) before the kernel is touched, so a crash in the middle leaves a record naming what to
+ * remove; removed with either sandbox.
+ */
+export const LinkRecordSchema = z.strictObject({
+  schemaVersion: z.literal(1),
+  id: zId<string>(),
+  created: z.string(),
+  status: z.enum(['creating', 'ready']),
+  mtu: z.number().int().min(68).max(65535).optional(),
+  ends: z.tuple([LinkEndRecordSchema, LinkEndRecordSchema]),
+  labels: z.record(z.string(), z.string()),
+});
+export type LinkRecord = z.infer<typeof LinkRecordSchema>;
+
+/** A plain Linux bridge in the host namespace that links attach to (a lab's `kind: bridge` node). */
+export const SwitchRecordSchema = z.strictObject({
+  schemaVersion: z.literal(1),
+  id: zId<string>(),
+  /** The bridge's interface name. */
+  name: zIfName,
+  created: z.string(),
+  status: z.enum(['creating', 'ready']),
+  mtu: z.number().int().min(68).max(65535).optional(),
+  labels: z.record(z.string(), z.string()),
+});
+export type SwitchRecord = z.infer<typeof SwitchRecordSchema>;
 
 export function checkName(raw: string, field: string): string {
   if (typeof raw !== 'string' || !NAME_PATTERN.test(raw) || raw.length > 128) {

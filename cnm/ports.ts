@@ -6,7 +6,7 @@
  */
 import { TsnetError } from '../core/errors.js';
 import { addrFamily, type Family, type IpAddr, type Port, type Proto } from '../core/net.js';
-import type { Listener, PortRange } from '../sys/host-ports.js';
+import type { Listener, PortRange } from '../sys/api.js';
 
 export type { Listener, PortRange };
 
@@ -16,6 +16,8 @@ export interface HostBinding {
   readonly hostIp?: IpAddr;
   readonly family: Family;
   readonly hostPort: PortRange;
+  /** Who holds it, for the message (a container's name). */
+  readonly holder?: string;
 }
 
 /** What the caller asks for: hostPort undefined means "pick one" (a block as long as the container range). */
@@ -66,7 +68,7 @@ const hostText = (ip: IpAddr | undefined): string => (ip === undefined ? '0.0.0.
 function clash(ask: { proto: Proto; hostIp?: IpAddr }, port: PortRange, facts: HostFacts): string | undefined {
   for (const t of facts.taken) {
     if (t.proto !== ask.proto || t.hostPort.end < port.start || t.hostPort.start > port.end) continue;
-    if (meets(ask.hostIp, facts.families, t.hostIp, familiesOf(t.hostIp, [t.family]))) return `${hostText(t.hostIp)}:${rangeText(t.hostPort)}/${t.proto} is already published by another container`;
+    if (meets(ask.hostIp, facts.families, t.hostIp, familiesOf(t.hostIp, [t.family]))) return `${hostText(t.hostIp)}:${rangeText(t.hostPort)}/${t.proto} is already published by ${t.holder ?? 'another container'}`;
   }
   for (const l of facts.listeners) {
     if (l.proto !== ask.proto || l.port < port.start || l.port > port.end) continue;

@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'ALREADY_EXISTS'
   | 'EXHAUSTED'
   | 'UNAVAILABLE'
+  /** The disk or another I/O resource failed (ENOSPC, EIO, EROFS, EDQUOT): not the input's fault, not transient. */
+  | 'IO_FAILURE'
   | 'INTERNAL';
 
 export const ERROR_CODES = [
@@ -17,6 +19,7 @@ export const ERROR_CODES = [
   'ALREADY_EXISTS',
   'EXHAUSTED',
   'UNAVAILABLE',
+  'IO_FAILURE',
   'INTERNAL',
 ] as const satisfies readonly ErrorCode[];
 
@@ -57,6 +60,7 @@ export const EXIT_CODE = {
   ALREADY_EXISTS: 4,
   EXHAUSTED: 5,
   UNAVAILABLE: 6,
+  IO_FAILURE: 7,
   INTERNAL: 1,
 } as const satisfies Record<ErrorCode, number>;
 
@@ -67,5 +71,24 @@ export const CNI_CODE = {
   ALREADY_EXISTS: 100,
   EXHAUSTED: 11,
   UNAVAILABLE: 50,
+  IO_FAILURE: 5,
   INTERNAL: 999,
 } as const satisfies Record<ErrorCode, number>;
+
+/** errno codes that mean the I/O resource failed (disk full, read-only, hardware). */
+const IO_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EMFILE', 'ENFILE']);
+/** errno codes that mean a configured path is unusable as given. */
+const PATH_ERRNOS = new Set(['ENOTDIR', 'EISDIR', 'ENAMETOOLONG', 'EEXIST', 'ELOOP', 'EACCES', 'EPERM', 'ENOENT']);
+
+/**
+ * A filesystem error as a TsnetError: IO_FAILURE for a failing resource, INVALID_CONFIG (naming
+ * `field`) for a path that cannot be used as configured, INTERNAL otherwise. A TsnetError passes.
+ */
+export function fsError(context: string, err: unknown, field?: string): TsnetError {
+  if (err instanceof TsnetError) return wrap(context, err);
+  const errno = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : '';
+  const msg = `${context}: ${err instanceof Error ? err.message : String(err)}`;
+  if (IO_ERRNOS.has(errno)) return new TsnetError('IO_FAILURE', msg, { cause: err, details: { errno } });
+  if (PATH_ERRNOS.has(errno) && field !== undefined) return new TsnetError('INVALID_CONFIG', msg, { cause: err, details: { errno, field } });
+  return new TsnetError('INTERNAL', msg, { cause: err, details: { errno } });
+}

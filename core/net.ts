@@ -183,3 +183,7 @@ export function parseNetnsPath(raw: string, field = 'netns'): NetnsRef {
 export function netnsLabel(ns: NetnsRef): string {
   return ns.kind === 'host' ? 'host' : ns.path;
 }
+
+/** macvlan modes (the kernel's): how macvlans of one parent reach each other. */
+export type MacvlanMode = 'bridge' | 'private' | 'vepa' | 'passthru';
+export const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const satisfies readonly MacvlanMode[];

@@ -6,7 +6,7 @@
 import { TsnetError } from '../core/errors.js';
 import type { DriverDeps, DriverType, NetworkDriver } from './api.js';
 
-export function createNullDriver(type: Exclude<DriverType, 'bridge'>, deps: DriverDeps, publishError: string | undefined): NetworkDriver {
+export function createNullDriver(type: Exclude<DriverType, 'bridge' | 'macvlan'>, deps: DriverDeps, publishError: string | undefined): NetworkDriver {
   const log = deps.log.child({ component: type });
   return {
     type,

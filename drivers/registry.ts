@@ -4,7 +4,9 @@ import { DRIVER_TYPES, type DriverDeps, type DriverType, type NetworkDriver } fr
 import { createBridgeDriver } from './bridge/index.js';
 import { createContainerDriver } from './container/index.js';
 import { createHostDriver } from './host/index.js';
+import { createMacvlanDriver } from './macvlan/index.js';
 import { createNoneDriver } from './none/index.js';
+import { createOverlayDriver } from './overlay/index.js';
 
 export type DriverRegistry = (type: string) => NetworkDriver;
 
@@ -14,6 +16,8 @@ export function createDriverRegistry(deps: DriverDeps): DriverRegistry {
     host: createHostDriver(deps),
     none: createNoneDriver(deps),
     container: createContainerDriver(deps),
+    macvlan: createMacvlanDriver(deps),
+    overlay: createOverlayDriver(deps),
   } as const satisfies Record<DriverType, NetworkDriver>;
   return (type) => {
     if (!(DRIVER_TYPES as readonly string[]).includes(type)) {

@@ -19,7 +19,8 @@ import {
   buildPoolRecord, capacity, conflictError, defaultPoolsExhausted, findConflict, hostAddrProblem, pickDefaultSubnet,
   resolveDefaultPools, validatePoolRequest,
 } from './pools.js';
-import { addrToBigInt, bigIntToAddr, prefixRange, rangeContains, rangeSize } from './ranges.js';
+import { reserveNext as reserveNextIn, reserveStatic as reserveStaticIn, type RangeSet, type ReservationPort } from './range-set.js';
+import { addrToBigInt, prefixRange, rangeSize } from './ranges.js';
 
 export interface IpamDeps {
   readonly store: IpamStore;
@@ -37,8 +38,6 @@ export interface IpamDeps {
 }
 
 const FAMILIES: readonly Family[] = [4, 6];
-/** Addresses tried after the cursor before the pool is listed. */
-const FAST_TRIES = 8;
 
 function invalid(field: string, value: unknown, message: string): TsnetError {
   return new TsnetError('INVALID_CONFIG', message, { details: { field, value } });
@@ -78,16 +77,17 @@ function exhaustedError(pool: PoolRecord, free: bigint): TsnetError {
   );
 }
 
-/** Cursor as a number inside `range`, or undefined if absent, malformed or outside. */
-function cursorIn(cursor: IpAddr | undefined, family: Family, first: bigint, last: bigint): bigint | undefined {
-  if (cursor === undefined) return undefined;
-  try {
-    if (addrFamily(cursor) !== family) return undefined;
-    const n = addrToBigInt(cursor);
-    return n >= first && n <= last ? n : undefined;
-  } catch {
-    return undefined;
-  }
+/**
+ * A pool as a range set of one range: its ip-range (dynamic) or its whole subnet (static --ip), the
+ * network address, the broadcast address, the gateway and the aux addresses excluded.
+ */
+export function poolSet(pool: PoolRecord, dynamic: boolean): RangeSet {
+  const cap = capacity(pool.subnet, dynamic ? pool.ipRange : undefined, pool.gateway, Object.values(pool.auxAddresses));
+  const range = cap.range;
+  return {
+    family: pool.family,
+    ranges: range === undefined ? [] : [{ subnet: pool.subnet, first: range.first, last: range.last, gateway: pool.gateway, excluded: cap.excluded }],
+  };
 }
 
 /**
@@ -132,24 +132,14 @@ export function createIpam(deps: IpamDeps): Ipam {
     return found.filter((p): p is PoolRecord => p !== undefined);
   };
 
-  /** Saves the cursor after a reservation; if that fails the reservation is undone. */
-  const commitCursor = async (pool: PoolRecord, addr: IpAddr): Promise<void> => {
-    try {
-      await store.setCursor(pool.poolId, addr);
-    } catch (err) {
-      try {
-        await store.release(pool.poolId, addr);
-      } catch (undoErr) {
-        const e = wrap(`ipam: save cursor of pool ${pool.poolId}`, err);
-        throw new TsnetError(
-          e.code,
-          `${e.message}; undoing the reservation of ${addr} failed too (${undoErr instanceof Error ? undoErr.message : String(undoErr)}); gc will free it`,
-          { cause: new AggregateError([err, undoErr]), details: { poolId: pool.poolId, addr } },
-        );
-      }
-      throw wrap(`ipam: save cursor of pool ${pool.poolId} (reservation of ${addr} undone)`, err);
-    }
-  };
+  /** The pool's reservations in the store, as the range-set allocator's port. */
+  const portOf = (pool: PoolRecord): ReservationPort => ({
+    reserve: (addr, owner) => store.reserve(pool.poolId, addr, owner),
+    release: (addr) => store.release(pool.poolId, addr),
+    list: () => store.listReserved(pool.poolId),
+    getCursor: () => store.getCursor(pool.poolId),
+    setCursor: (addr) => store.setCursor(pool.poolId, addr),
+  });
 
   const reserveStatic = async (pool: PoolRecord, ip: IpAddr, owner: string): Promise<Allocation> => {
     const why = hostAddrProblem(pool.subnet, ip);
@@ -160,70 +150,24 @@ export function createIpam(deps: IpamDeps): Ipam {
       new TsnetError('ALREADY_EXISTS', `address ${ip} on network ${JSON.stringify(pool.networkName)} is in use by ${by}; choose another --ip or free that address`, {
         details: { field: 'ip', value: ip, owner: by },
       });
-    if (ip === pool.gateway) throw inUse('the gateway');
-    const aux = Object.entries(pool.auxAddresses).find(([, a]) => a === ip);
-    if (aux !== undefined) throw inUse(`aux-address ${aux[0]}`);
-    for (let attempt = 0; attempt < 3; attempt++) {
-      if (await call(`reserve ${ip} in pool ${pool.poolId}`, () => store.reserve(pool.poolId, ip, owner))) return toAllocation(pool, ip, owner);
-      const holder = (await call(`list pool ${pool.poolId}`, () => store.listReserved(pool.poolId))).find((r) => r.addr === ip);
-      if (holder?.owner === owner) return toAllocation(pool, ip, owner);
-      if (holder !== undefined) throw inUse(holder.owner);
-      // released between our reserve() and the listing: try again
-    }
-    throw inUse('concurrent requests (it was taken and released repeatedly)');
+    const aux = new Map(Object.entries(pool.auxAddresses).map(([k, a]) => [addrToBigInt(a), `aux-address ${k}`] as const));
+    const gw = addrToBigInt(pool.gateway);
+    const got = await reserveStaticIn(poolSet(pool, false), portOf(pool), ip, owner, {
+      label: `pool ${pool.poolId}`,
+      inUse,
+      outside: () => invalid('ip', ip, `ip ${ip} is outside subnet ${pool.subnet} of network ${JSON.stringify(pool.networkName)}`),
+      excludedName: (n) => (n === gw ? 'the gateway' : (aux.get(n) ?? 'a reserved address')),
+    });
+    return toAllocation(pool, got.addr, owner);
   };
 
   const reserveNext = async (pool: PoolRecord, owner: string): Promise<Allocation> => {
-    const cap = capacity(pool.subnet, pool.ipRange, pool.gateway, Object.values(pool.auxAddresses));
-    const range = cap.range;
-    if (range === undefined || cap.free <= 0n) throw exhaustedError(pool, 0n);
-    const total = rangeSize(range);
-    const next = (n: bigint): bigint => (n === range.last ? range.first : n + 1n);
-    /** Reserves `n` and moves the cursor there; false if someone holds it. */
-    const tryReserve = async (n: bigint): Promise<Allocation | undefined> => {
-      const addr = bigIntToAddr(n, pool.family);
-      if (!(await call(`reserve ${addr} in pool ${pool.poolId}`, () => store.reserve(pool.poolId, addr, owner)))) return undefined;
-      await commitCursor(pool, addr);
-      return toAllocation(pool, addr, owner);
-    };
-
-    const cursor = cursorIn(await call(`read cursor of pool ${pool.poolId}`, () => store.getCursor(pool.poolId)), pool.family, range.first, range.last);
-    let cand = cursor === undefined ? range.first : next(cursor);
-
-    // Fast path: with round robin the addresses after the cursor are usually free, so try a few in
-    // order without listing the pool (common case: one read, one exclusive create, one write).
-    const taken = new Set<bigint>();
-    for (let visited = 0n; visited < total && taken.size < FAST_TRIES; visited++, cand = next(cand)) {
-      if (cap.excluded.has(cand)) continue;
-      const got = await tryReserve(cand);
-      if (got !== undefined) return got;
-      taken.add(cand);
-    }
-
-    // Slow path: list the pool once, count (exhaustion without iterating), then skip what is taken.
-    const reserved = await call(`list pool ${pool.poolId}`, () => store.listReserved(pool.poolId));
-    for (const r of reserved) {
-      if (addrFamily(r.addr) !== pool.family) continue;
-      const n = addrToBigInt(r.addr);
-      if (rangeContains(range, n) && !cap.excluded.has(n)) taken.add(n);
-    }
-    if (BigInt(taken.size) >= cap.free) throw exhaustedError(pool, cap.free);
-    let lost = 0;
-    for (let visited = 0n; visited < total; visited++, cand = next(cand)) {
-      if (taken.has(cand) || cap.excluded.has(cand)) continue;
-      const got = await tryReserve(cand);
-      if (got !== undefined) return got;
-      taken.add(cand); // lost a race with a concurrent request
-      if (BigInt(taken.size) >= cap.free) break;
-      if (++lost > maxLost) {
-        throw new TsnetError(
-          'EXHAUSTED',
-          `no address reserved in subnet ${pool.subnet} of network ${JSON.stringify(pool.networkName)}: ${lost} candidates were taken by concurrent requests; try again`,
-          { details: { networkId: pool.networkId, subnet: pool.subnet, lostRaces: lost } },
-        );
-      }
-    }
-    throw exhaustedError(pool, cap.free);
+    const got = await reserveNextIn(poolSet(pool, true), portOf(pool), owner, {
+      label: `pool ${pool.poolId}`,
+      exhausted: (free) => exhaustedError(pool, free),
+      maxLostRaces: maxLost,
+    });
+    return toAllocation(pool, got.addr, owner);
   };
 
   /** Frees every reservation whose owner matches; goes on after failures and reports them together. */
@@ -328,8 +272,9 @@ export function createIpam(deps: IpamDeps): Ipam {
       const ip = parseIpAddr(req.addr, 'ip');
       const owner = req.owner !== undefined ? parseOwner(req.owner) : undefined;
       const poolId = poolIdFor(req.networkId, addrFamily(ip));
-      const holder = (await call(`list pool ${poolId}`, () => store.listReserved(poolId))).find((r) => r.addr === ip);
-      if (holder === undefined || (owner !== undefined && holder.owner !== owner)) return false;
+      // One lookup, never a listing: an endpoint's teardown releases the addresses it recorded.
+      if (owner !== undefined) return call(`release ${ip} in pool ${poolId}`, () => store.releaseHeld(poolId, ip, owner));
+      if ((await call(`read ${ip} in pool ${poolId}`, () => store.holder(poolId, ip))) === undefined) return false;
       await call(`release ${ip} in pool ${poolId}`, () => store.release(poolId, ip));
       return true;
     },

@@ -117,6 +117,10 @@ export interface IpamStore {
   release(poolId: PoolId, addr: IpAddr): Promise<void>;
   /** Every reservation of the pool, in any order; [] when the pool is gone. */
   listReserved(poolId: PoolId): Promise<Reservation[]>;
+  /** Who holds `addr` in the pool (one lookup, not a listing); undefined when nobody does or the pool is gone. */
+  holder(poolId: PoolId, addr: IpAddr): Promise<string | undefined>;
+  /** Frees `addr` only if `owner` holds it, checked and removed atomically; true if this call freed it. */
+  releaseHeld(poolId: PoolId, addr: IpAddr, owner: string): Promise<boolean>;
   /** The address most recently handed out dynamically (round-robin cursor), if any. */
   getCursor(poolId: PoolId): Promise<IpAddr | undefined>;
   setCursor(poolId: PoolId, addr: IpAddr): Promise<void>;

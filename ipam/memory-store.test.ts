@@ -62,6 +62,12 @@ export async function ipamStoreContract(t: Test, make: () => Promise<IpamStore> 
     await s.release(rec('gone', '10.9.0.0/24').poolId, a1);
     t.same(await s.listReserved(p.poolId), [{ addr: a2, owner: 'o2' }]);
     t.equal(await s.reserve(p.poolId, a1, 'o3'), true, 'a released address can be reserved again');
+    t.equal(await s.holder(p.poolId, a1), 'o3', 'holder: one lookup');
+    t.equal(await s.holder(p.poolId, parseIpAddr('10.1.0.99')), undefined);
+    t.equal(await s.releaseHeld(p.poolId, a1, 'o2'), false, 'releaseHeld refuses another owner');
+    t.equal(await s.holder(p.poolId, a1), 'o3', 'and keeps the reservation');
+    t.equal(await s.releaseHeld(p.poolId, a1, 'o3'), true, 'releaseHeld frees the owner\'s address');
+    t.equal(await s.releaseHeld(p.poolId, a1, 'o3'), false, 'once');
     t.equal(await s.getCursor(p.poolId), undefined);
     await s.setCursor(p.poolId, a2);
     t.equal(await s.getCursor(p.poolId), a2);

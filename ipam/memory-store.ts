@@ -64,6 +64,17 @@ export function createMemoryIpamStore(opts: MemoryIpamStoreOptions = {}): IpamSt
       const p = pools.get(poolId);
       return p === undefined ? [] : [...p.reserved].map(([addr, owner]): Reservation => ({ addr, owner }));
     },
+    async holder(poolId, addr) {
+      await tick();
+      return pools.get(poolId)?.reserved.get(addr);
+    },
+    async releaseHeld(poolId, addr, owner) {
+      await tick();
+      const p = pools.get(poolId);
+      if (p?.reserved.get(addr) !== owner) return false;
+      p.reserved.delete(addr);
+      return true;
+    },
     async getCursor(poolId) {
       await tick();
       return pools.get(poolId)?.cursor;

@@ -49,6 +49,8 @@ export function createStoreIpamStore(store: Store): IpamStore {
     async listReserved(poolId) {
       return (await res(poolId).list()).map((r) => ({ addr: parseIpAddr(r.key, 'reservation'), owner: r.owner }));
     },
+    holder: (poolId, addr) => res(poolId).owner(addr),
+    releaseHeld: (poolId, addr, owner) => res(poolId).release(addr, owner),
     async getCursor(poolId) {
       const c = await cursors.get(cursorId(poolId));
       return c === undefined ? undefined : (parseIpAddr(c.cursor, 'cursor') as IpAddr);

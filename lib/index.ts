@@ -2,7 +2,7 @@
  * tsnet as a library: `import { createController } from 'tsnet'`. The networking module of an
  * engine: networks, sandboxes (network namespaces with hosts/resolv.conf), endpoints with static
  * addresses, aliases and published ports, DNS records, and events, with the same validation,
- * rollback and crash recovery as the CLI (they share cli/engine.ts). One controller may run many
+ * rollback and crash recovery as the CLI (they share engine/engine.ts). One controller may run many
  * operations at once: the store's locks (in-process and cross-process) serialize what must be.
  *
  * A composition root, like cli/main.ts: it builds the real kernel, firewall and store parts.
@@ -11,7 +11,7 @@ import { createJsonLogger, parseLogLevel, type Logger, type LogLevel } from '../
 import { parseNetnsPath, type NetnsRef } from '../core/net.js';
 import { TsnetError } from '../core/errors.js';
 import { FIREWALL_BACKENDS, type FirewallBackend } from '../sys/firewall/api.js';
-import { createEngine } from '../cli/engine.js';
+import { createEngine } from '../engine/engine.js';
 import { withEvents, type TsnetController } from './events.js';
 
 export type { CreateNetworkRequest, NetworkDetails, NetworkMode, SandboxHandle, SubnetRequest } from '../cnm/controller.js';
@@ -35,10 +35,20 @@ export interface ControllerOptions {
   readonly log?: Logger | LogLevel;
   /** Path of the network namespace that plays "host" (default: this process's). */
   readonly hostNetns?: string;
+  /**
+   * The daemon (embedded DNS, firewall watcher) this controller starts when a sandbox first joins a
+   * network and none runs: `close()` stops it unless this is true. True: the engine owns it from
+   * then on (it keeps answering names and repairing rules for the sandboxes that stay; `tsnet daemon
+   * --stop` ends it). A daemon that was running already is never stopped by the library.
+   */
+  readonly keepDaemon?: boolean;
 }
 
 export interface ClosableController extends TsnetController {
-  /** Stops the long-lived helper processes (iproute2 batches). The kernel objects stay. */
+  /**
+   * Stops what this controller started: its long-lived helper processes (iproute2 batches) and the
+   * daemon it started (unless `keepDaemon`). Networks, sandboxes and their kernel objects stay.
+   */
   close(): Promise<void>;
 }
 
@@ -61,6 +71,7 @@ export async function createController(opts: ControllerOptions = {}): Promise<Cl
     firewall: fw,
     log,
     ...(hostNs !== undefined ? { hostNs } : {}),
+    ...(process.env['DBUS_SYSTEM_BUS_ADDRESS'] !== undefined ? { systemBus: process.env['DBUS_SYSTEM_BUS_ADDRESS'] } : {}),
   });
   try {
     await engine.controller.ensurePredefined();
@@ -69,5 +80,11 @@ export async function createController(opts: ControllerOptions = {}): Promise<Cl
     await engine.close();
     throw err;
   }
-  return { ...withEvents(engine.controller, log), close: () => engine.close() };
+  return {
+    ...withEvents(engine.controller, log),
+    async close() {
+      if (opts.keepDaemon !== true) await engine.stopStartedDaemon();
+      await engine.close();
+    },
+  };
 }

@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TsnetError } from '../core/errors.js';
 import { nullLogger } from '../core/log.js';
-import type { Argv, RunOptions, RunResult } from '../sys/exec.js';
+import type { Argv, RunOptions, RunResult } from '../sys/api.js';
 import type { ContainerStore, ProcessTable, RuntimeDeps } from './api.js';
+import { localFiles } from '../sys/files.js';
 import { createRuntime, execArgvFor } from './container.js';
 import { createMemoryContainerStore } from './memory-store.js';
 import { parseShimState, ShimSpecSchema, type ContainerRecord, type ShimSpec, type ShimState } from './spec.js';
@@ -72,6 +73,7 @@ class World {
     return {
       store: this.store,
       procs: this.procTable,
+      files: localFiles,
       exec: {
         run: (argv: Argv, _opts?: RunOptions) => {
           this.runs.push(argv);
@@ -277,7 +279,7 @@ t.test('remove: refuses a running container, force kills; hook once; idempotent;
   const w = await world(t);
   const rt = createRuntime(w.deps());
   const c = (await rt.run({ name: 'a', argv: ['x'], netns: HOST })).container;
-  await t.rejects(rt.remove('a'), { code: 'UNAVAILABLE', message: /running/ });
+  await t.rejects(rt.remove('a'), { code: 'ALREADY_EXISTS', message: /running/ });
   t.same(w.removed, []);
   const r = await rt.remove('a', { force: true });
   t.equal(r?.status, 'exited');

@@ -6,6 +6,7 @@ const rec = (id: string, name: string): ContainerRecord => ({
   schemaVersion: 1, id: id.repeat(64), name, hostname: 'h', argv: ['x'], env: {}, cwd: '/', rootfs: null,
   netns: { kind: 'host' }, files: {}, labels: {}, autoRemove: false, createdAt: '2024-01-01T00:00:00.000Z', status: 'created',
   pid: null, pidStartTime: null, bootId: null, startedAt: null, finishedAt: null, exitCode: null, error: null,
+  tty: false, openStdin: false, init: false, config: {}, foreground: null, restartCount: 0,
 });
 
 t.test('memory store: unique ids and names, strict records, copies, idempotent delete', async (t) => {

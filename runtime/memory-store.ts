@@ -22,16 +22,24 @@ export function createMemoryContainerStore(initial: readonly ContainerRecord[] =
       if (old === undefined) throw new TsnetError('NOT_FOUND', `no such container: ${r.id}`, { details: { field: 'id', value: r.id } });
       if (old.name !== r.name) throw new TsnetError('INVALID_CONFIG', `container ${r.id}: the name cannot change`, { details: { field: 'name', value: r.name } });
       byId.set(r.id, r);
+      return copy(old);
     },
     async get(id) {
       const r = byId.get(id);
       return r === undefined ? undefined : copy(r);
     },
-    async list() {
-      return [...byId.values()].map(copy);
+    async byName(name) {
+      const r = [...byId.values()].find((x) => x.name === name);
+      return r === undefined ? undefined : copy(r);
+    },
+    async list(idPrefix) {
+      return [...byId.values()].filter((r) => idPrefix === undefined || r.id.startsWith(idPrefix)).map(copy);
     },
     async delete(id) {
       byId.delete(id);
     },
+    listSetAside: async () => [],
+    nameHolder: async (name) => [...byId.values()].find((x) => x.name === name)?.id,
+    discardSetAside: async () => undefined,
   };
 }

@@ -1,13 +1,13 @@
 import t from 'tap';
-import { containerArgv, exitCodeOf, setupFailure, fstabEscape, fstabText, hostnameArgv, mountArgv, rootfsMountPoints, waiterArgv } from './shim-plan.js';
+import { containerArgv, exitCodeOf, setupFailure, fstabEscape, fstabText, hostnameArgv, mountArgv, nativeSpec, rootfsMountPoints, waiterArgv } from './shim-plan.js';
 import type { ShimSpec } from './spec.js';
 
 const tools = { env: '/usr/bin/env', nsenter: '/usr/bin/nsenter', unshare: '/usr/bin/unshare', mount: '/usr/bin/mount', hostname: '/usr/bin/hostname', cat: '/usr/bin/cat' };
 const base: ShimSpec = {
   schemaVersion: 1, id: 'c'.repeat(64), hostname: 'web1', argv: ['/bin/sleep', '30'], env: { PATH: '/bin', A: 'x y=z' }, cwd: '/',
   rootfs: null, netns: { kind: 'path', path: '/run/tsnet/netns/web1' },
-  binds: [{ source: '/run/tsnet/c/files/0-etc-hosts', target: '/etc/hosts' }], tools,
-  paths: { state: '/r/state.json', fstab: '/r/fstab', stdout: '/l/stdout.log', stderr: '/l/stderr.log' },
+  binds: [{ source: '/run/tsnet/c/files/0-etc-hosts', target: '/etc/hosts' }], tools, tty: null, openStdin: false, waitAttach: false,
+  paths: { state: '/r/state.json', fstab: '/r/fstab', stdout: '/l/stdout.log', stderr: '/l/stderr.log', attach: '/r/attach.sock' },
 };
 
 t.test('host-tree container in a given netns', async (t) => {
@@ -55,4 +55,24 @@ t.test('setup failures are told apart from the command failing', async (t) => {
   t.equal(setupFailure('unshare: failed to execute /no/such: No such file or directory\n'), undefined, 'command not found is an exit code (127)');
   t.equal(setupFailure('ls: cannot access x\n'), undefined);
   t.equal(setupFailure(''), undefined);
+});
+
+t.test('the native supervisor\'s spec: NUL-ended pairs in a fixed vocabulary, the same facts as the argv', async (t) => {
+  const items = (s: ShimSpec): string[] => {
+    const text = nativeSpec(s);
+    t.ok(text.endsWith('\0'), 'every string NUL-ended');
+    return text.slice(0, -1).split('\0');
+  };
+  t.same(items({ ...base, paths: { ...base.paths, notify: '/run/tsnet/daemon.sock' } }), [
+    'tsnet-supervise 1', 'id', 'c'.repeat(64), 'hostname', 'web1', 'cwd', '/', 'netns', '/run/tsnet/netns/web1',
+    'state', '/r/state.json', 'stdout', '/l/stdout.log', 'stderr', '/l/stderr.log', 'notify', '/run/tsnet/daemon.sock',
+    'bind', '/run/tsnet/c/files/0-etc-hosts', '/etc/hosts', 'env', 'PATH=/bin', 'env', 'A=x y=z', 'arg', '/bin/sleep', 'arg', '30',
+  ]);
+  const r = items({ ...base, rootfs: '/srv/root', netns: { kind: 'host' }, argv: ['sh', '-c', 'echo "a b"'] });
+  t.same(r.slice(r.indexOf('rootfs'), r.indexOf('rootfs') + 2), ['rootfs', '/srv/root']);
+  t.notOk(r.includes('netns'), 'host network: no netns to join');
+  t.notOk(r.includes('notify'), 'no daemon socket given: none');
+  t.same(r.slice(-6), ['arg', 'sh', 'arg', '-c', 'arg', 'echo "a b"'], 'arguments kept whole, in order');
+  t.throws(() => nativeSpec({ ...base, tty: { cols: 80, rows: 24 } }), /terminal/, 'never for a terminal');
+  t.throws(() => nativeSpec({ ...base, openStdin: true }), /stdin/, 'nor for open stdin');
 });

@@ -73,9 +73,18 @@ export function containerArgv(spec: ShimSpec, waiterPid: number): Argv {
     ...(spec.rootfs !== null ? [`--root=${spec.rootfs}`] : []),
     `--wd=${spec.cwd}`,
     '--',
+    ...(spec.tty !== null ? TTY_SESSION : []),
     ...spec.argv,
   ];
 }
+
+/**
+ * On a terminal the command must lead a session of its own inside the container's PID namespace
+ * with the pty as controlling terminal: a shell sets the terminal's foreground process group, and
+ * the group it inherited lives in the host's PID namespace (ESRCH). `setsid -c` (util-linux and
+ * busybox alike, found on the container's PATH) does both before it execs the command.
+ */
+export const TTY_SESSION = ['setsid', '-c'] as const;
 
 /**
  * util-linux 2.38 `unshare --fork` cannot re-raise SIGKILL on itself when its child dies of it:
@@ -100,4 +109,22 @@ export function setupFailure(stderrHead: string): string | undefined {
 export function exitCodeOf(code: number | null, signalNumber: number | undefined): number {
   if (code !== null) return code;
   return 128 + (signalNumber ?? 0);
+}
+
+/**
+ * spec.nul for the native supervisor (native/supervise.c), from the same validated spec: NUL-ended
+ * strings, the magic line, then KEY VALUE pairs. It does what the argv above do, with system calls
+ * instead of helper processes. Only for containers without a terminal or open stdin.
+ */
+export function nativeSpec(spec: ShimSpec): string {
+  if (spec.tty !== null || spec.openStdin) throw new Error('the native supervisor has no terminal and no open stdin');
+  const out: string[] = ['tsnet-supervise 1', 'id', spec.id, 'hostname', spec.hostname, 'cwd', spec.cwd];
+  if (spec.rootfs !== null) out.push('rootfs', spec.rootfs);
+  if (spec.netns.kind === 'path') out.push('netns', spec.netns.path);
+  out.push('state', spec.paths.state, 'stdout', spec.paths.stdout, 'stderr', spec.paths.stderr);
+  if (spec.paths.notify !== undefined) out.push('notify', spec.paths.notify);
+  for (const b of spec.binds) out.push('bind', b.source, b.target);
+  for (const [k, v] of Object.entries(spec.env)) out.push('env', `${k}=${v}`);
+  for (const a of spec.argv) out.push('arg', a);
+  return `${out.join('\0')}\0`;
 }

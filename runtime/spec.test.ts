@@ -3,7 +3,7 @@ import { parseContainerName, parseContainerRecord, parseContainerSpec, parseShim
 
 t.test('container spec: defaults and validation', async (t) => {
   const s = parseContainerSpec({ argv: ['/bin/sleep', '1'], netns: { kind: 'host' } });
-  t.same(s, { argv: ['/bin/sleep', '1'], netns: { kind: 'host' }, env: {}, cwd: '/', files: {}, labels: {}, autoRemove: false });
+  t.same(s, { argv: ['/bin/sleep', '1'], netns: { kind: 'host' }, env: {}, cwd: '/', files: {}, labels: {}, autoRemove: false, tty: false, openStdin: false, init: false, config: {} });
   const full = parseContainerSpec({
     id: 'a'.repeat(64), name: 'web.1_x-y', hostname: 'web-1.example', argv: ['x'], env: { A: '1', 'weird.key': 'v=w' },
     cwd: '/srv', rootfs: '/var/lib/r', netns: { kind: 'path', path: '/run/tsnet/netns/c1' },
@@ -44,7 +44,8 @@ t.test('records and shim states are strict and versioned', async (t) => {
     netns: { kind: 'host' }, files: {}, labels: {}, autoRemove: false, createdAt: '2024-01-01T00:00:00.000Z', status: 'created',
     pid: null, pidStartTime: null, bootId: null, startedAt: null, finishedAt: null, exitCode: null, error: null,
   };
-  t.same(parseContainerRecord(rec), rec);
+  // A record written before the lifecycle fields existed reads with their defaults.
+  t.same(parseContainerRecord(rec), { ...rec, tty: false, openStdin: false, init: false, config: {}, foreground: null, restartCount: 0 });
   t.throws(() => parseContainerRecord({ ...rec, schemaVersion: 2 }), { code: 'INTERNAL' });
   t.throws(() => parseContainerRecord({ ...rec, extra: 1 }), { code: 'INTERNAL' });
   t.throws(() => parseContainerRecord({ ...rec, status: 'paused' }), { code: 'INTERNAL' });

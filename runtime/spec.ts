@@ -56,6 +56,17 @@ export const ContainerSpecSchema = z.strictObject({
   labels: z.record(z.string(), z.string()).default({}),
   /** Remove the container once it has exited (`--rm`). */
   autoRemove: z.boolean().default(false),
+  /** `-t`: the process gets a pseudo-terminal (stdout and stderr are one stream). */
+  tty: z.boolean().default(false),
+  /** `-i`: the process's stdin stays open for attached clients (else it reads /dev/null). */
+  openStdin: z.boolean().default(false),
+  /** `--init`: a minimal init (tini) is PID 1: it reaps zombies and forwards signals to the command. */
+  init: z.boolean().default(false),
+  /**
+   * The configuration the door that made the container keeps with it (the CLI's network settings,
+   * replayed by `start`): persisted as given, never interpreted by the runtime.
+   */
+  config: z.record(z.string(), z.unknown()).default({}),
 });
 export type ContainerSpecInput = z.input<typeof ContainerSpecSchema>;
 export type ContainerSpec = z.output<typeof ContainerSpecSchema>;
@@ -91,6 +102,15 @@ export const ContainerRecordSchema = z.strictObject({
   files: z.record(z.string(), FileSourceSchema),
   labels: z.record(z.string(), z.string()),
   autoRemove: z.boolean(),
+  tty: z.boolean().default(false),
+  openStdin: z.boolean().default(false),
+  init: z.boolean().default(false),
+  config: z.record(z.string(), z.unknown()).default({}),
+  /**
+   * The client a foreground container belongs to (`run` without -d): while it lives it owns the
+   * container's end; once it is gone, a foreground `--rm` container is removed by whoever sees it.
+   */
+  foreground: z.strictObject({ pid: z.number().int().positive(), startTime: z.string() }).nullable().default(null),
   createdAt: Iso,
   status: z.enum(CONTAINER_STATUSES),
   /** Host PID of the container's first process (PID 1 inside), and its start time (/proc/PID/stat field 22). */
@@ -104,8 +124,10 @@ export const ContainerRecordSchema = z.strictObject({
   exitCode: z.number().int().min(0).max(255).nullable(),
   /** Why the container failed to start, if it did. */
   error: z.string().nullable(),
+  /** How many times `start`/`restart` started it again. */
+  restartCount: z.number().int().min(0).default(0),
 });
-export type ContainerRecord = z.infer<typeof ContainerRecordSchema>;
+export type ContainerRecord = z.output<typeof ContainerRecordSchema>;
 
 export function parseContainerRecord(raw: unknown): ContainerRecord {
   const r = ContainerRecordSchema.safeParse(raw);
@@ -131,7 +153,17 @@ export const ShimSpecSchema = z.strictObject({
   /** Bind mounts into the container (host source → path seen inside the container). */
   binds: z.array(z.strictObject({ source: AbsPath, target: ContainerFilePath })),
   tools: z.strictObject(Object.fromEntries(RUNTIME_TOOLS.map((t) => [t, AbsPath])) as Record<RuntimeTool, typeof AbsPath>),
-  paths: z.strictObject({ state: AbsPath, fstab: AbsPath, stdout: AbsPath, stderr: AbsPath }),
+  /** A pseudo-terminal of this size instead of pipes (`-t`). */
+  tty: z.strictObject({ cols: z.number().int().min(1).max(65_535), rows: z.number().int().min(1).max(65_535) }).nullable(),
+  /** Keep the process's stdin open for attached clients (`-i`). */
+  openStdin: z.boolean(),
+  /** Start the process only once a client attached (a foreground -i/-t run), or after this long. */
+  waitAttach: z.boolean(),
+  paths: z.strictObject({
+    state: AbsPath, fstab: AbsPath, stdout: AbsPath, stderr: AbsPath, attach: AbsPath,
+    /** The daemon's control socket: the supervisor reports the exit there (`{"op":"exited"}`). */
+    notify: AbsPath.optional(),
+  }),
 });
 export type ShimSpec = z.infer<typeof ShimSpecSchema>;
 

@@ -2,7 +2,7 @@
 // Bundles each entry point into one ESM file under dist/ (fast start: one file to load, no
 // TypeScript at run time). `tsc --noEmit` (npm test) does the type checking.
 import { build } from 'esbuild';
-import { chmodSync, copyFileSync, existsSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,10 @@ await build({
   target: 'node20',
   sourcemap: 'linked',
   legalComments: 'none',
+  // Loaded from node_modules, lazily, never bundled: node-pty is a native addon (the pty of
+  // `exec -t`, `run -t`); prom-client only with --metrics-address; Graphviz in WebAssembly (1.2 MB)
+  // only by `tsnet lab graph` (inlined, every tsnet start would read and parse it).
+  external: ['node-pty', 'prom-client', '@viz-js/viz'],
   banner: { js: "import { createRequire as __tsnetCreateRequire } from 'node:module'; const require = __tsnetCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
@@ -68,7 +72,25 @@ const native = (() => {
   renameSync(tmp, `${root}/dist/dns-fast.node`);
   return 'dist/dns-fast.node';
 })();
-console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs', native].join(', ')} in ${Date.now() - t0} ms`);
+// Small C programs of the runtime and the CLI (no node-api): the container supervisor
+// (native/supervise.c), the daemon's watchdog (native/watchdog.c) and the `tsnet` front end
+// (cli/bin/front.c, package.json's bin). Without a C compiler the runtime uses the Node supervisor
+// for every container, a daemon the CLI starts runs unwatched, and dist/tsnet is a link to the Node
+// CLI (same behaviour, slower start, more memory).
+const programs = [['tsnet-supervise', 'native/supervise.c'], ['tsnet-watchdog', 'native/watchdog.c'], ['tsnet', 'cli/bin/front.c']].map(([name, src]) => {
+  const cc = process.env.CC ?? 'gcc';
+  const tmp = `${root}/dist/.${name}.${process.pid}`;
+  const r = spawnSync(cc, ['-O2', '-Wall', '-o', tmp, `${root}/${src}`], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.error !== undefined || r.status !== 0) {
+    rmSync(tmp, { force: true });
+    rmSync(`${root}/dist/${name}`, { force: true });
+    if (name === 'tsnet') symlinkSync('tsnet.js', `${root}/dist/tsnet`);
+    return `dist/${name} skipped (${r.error?.message ?? `${cc} exited ${r.status}`})`;
+  }
+  renameSync(tmp, `${root}/dist/${name}`); // a running process keeps its own copy mapped
+  return `dist/${name}`;
+});
+console.log(`build: ${[...Object.keys(entries).map((e) => `dist/${e}.js`), 'dist/tsnet-cni.cjs', 'dist/tsnet-cni.blob', 'dist/tsnet-{bridge,ipam,portmap}.cjs', native, ...programs].join(', ')} in ${Date.now() - t0} ms`);
 // `--types`: the library's declarations (dist/types) for TypeScript consumers of `import ... from
 // 'tsnet'`. Slow (a full tsc pass), so only `npm run build` asks for it, not the test runs.
 if (process.argv.includes('--types')) {

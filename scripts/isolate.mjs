@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs a command inside a throwaway "host": fresh network, UTS and IPC namespaces and a private mount
+// Runs a command inside a throwaway "host": fresh network, UTS, IPC and PID namespaces and a private mount
 // namespace with tmpfs on /run, /tmp and tsnet's/CNI's state directories, and /var/lib and /opt
 // behind an overlay whose writes go to a tmpfs. Nothing it does can
 // touch the machine's real interfaces, routes, firewall or state. Used by `npm test`,
@@ -7,8 +7,16 @@
 //   unshare --net --mount --propagation private -- node scripts/isolate.mjs -- CMD ARGS...
 // or, simpler, `node scripts/isolate.mjs --enter -- CMD ARGS...`, which re-executes itself under
 // unshare. Refuses to run when it is not in a namespace of its own.
+//
+// A checkout under /tmp or /run (a clone in /tmp, a CI workspace under /run) would vanish under
+// those tmpfs mounts, and with it node_modules and the tests: the checkout this script belongs to and
+// the working directory, when they live there, are opened before the tmpfs goes on and bind-mounted
+// back at their own path from the open descriptor (`mount --no-canonicalize --bind /proc/PID/fd/N`:
+// the path itself already shows the new, empty tmpfs). Only those directories come back; the rest
+// of /tmp and /run stays hidden.
 import { execFileSync, spawn } from 'node:child_process';
-import { statSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, statSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const args = process.argv.slice(2);
@@ -26,7 +34,13 @@ if (enter) {
     process.exit(77);
   }
   const outer = String(statSync('/proc/self/ns/net').ino);
-  const child = spawn('unshare', ['--net', '--mount', '--uts', '--ipc', '--propagation', 'private', '--', process.execPath, new URL(import.meta.url).pathname, '--', ...cmd], {
+  // A PID namespace of its own too, with tini as its init (it reaps what the shims orphan): when
+  // the run ends, or this process dies, the kernel ends everything started inside (--kill-child).
+  const tini = ['/usr/bin/tini-static', '/usr/bin/tini'].find((f) => existsSync(f));
+  const pidNs = tini === undefined ? [] : ['--pid', '--fork', '--mount-proc', '--kill-child'];
+  const init = tini === undefined ? [] : [tini, '-s', '--'];
+  if (tini === undefined) console.error('isolate: no tini (Debian package tini): running without a PID namespace of its own');
+  const child = spawn('unshare', ['--net', '--mount', '--uts', '--ipc', ...pidNs, '--propagation', 'private', '--', ...init, process.execPath, new URL(import.meta.url).pathname, '--', ...cmd], {
     stdio: 'inherit',
     env: { ...process.env, TSNET_OUTER_NETNS_INO: outer },
   });
@@ -43,7 +57,14 @@ if (enter) {
   }
   const sh = (file, ...a) => execFileSync(file, a, { stdio: ['ignore', 'ignore', 'inherit'], env: { PATH } });
   sh('mount', '--make-rprivate', '/');
-  for (const dir of ['/run', '/tmp']) sh('mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tsnet-isolated', dir);
+  const hidden = ['/run', '/tmp'];
+  const kept = keptDirs(hidden).map((dir) => ({ dir, fd: openSync(dir, 'r') }));
+  for (const dir of hidden) sh('mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tsnet-isolated', dir);
+  for (const { dir, fd } of kept) {
+    mkdirSync(dir, { recursive: true });
+    sh('mount', '--no-canonicalize', '--bind', `/proc/${process.pid}/fd/${fd}`, dir);
+    closeSync(fd);
+  }
   // /var/lib and /opt read through, written to a tmpfs (overlayfs): what dockerd, podman, libcni
   // or a plugin's default directory (/var/lib/cni, /var/lib/containers, /opt/cni/bin) writes
   // never reaches the real disk, even for a directory that does not exist there.
@@ -78,6 +99,21 @@ if (enter) {
     killLeftovers();
     process.exit(code ?? (signal ? 128 + 15 : 1));
   });
+}
+
+/**
+ * The checkout of this script and the working directory, when they live under a hidden directory,
+ * and the directories TSNET_ISOLATE_KEEP lists (colon-separated): a clone whose node_modules was
+ * copied from another checkout under /tmp needs that one too (tap's built plugin loader holds
+ * absolute paths into it).
+ */
+function keptDirs(hidden) {
+  const root = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '');
+  const under = (p) => hidden.some((h) => p.startsWith(`${h}/`));
+  const extra = (process.env.TSNET_ISOLATE_KEEP ?? '').split(':').filter((d) => d.startsWith('/') && existsSync(d)).map((d) => d.replace(/\/$/, ''));
+  const dirs = [...new Set([root, process.cwd(), ...extra])].filter(under).sort();
+  // A directory inside another kept one comes back with it.
+  return dirs.filter((d) => !dirs.some((o) => o !== d && d.startsWith(`${o}/`)));
 }
 
 // Everything still running in this throwaway network namespace was started by the command we ran

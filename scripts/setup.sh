@@ -5,11 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Peers for interop tests and benchmarks: the reference CNI plugins, podman (CNI backend) with runc,
-# dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput). gcc and libc6-dev
+# dockerd, dnsmasq and dnsperf (DNS baseline), iperf3 (data-plane throughput), mininet with
+# bridge-utils (the lab baseline: `mn --switch lxbr` needs brctl; Open vSwitch is not needed). gcc and libc6-dev
 # build the CNI plugins' C front end (plugins/cni/bin/client.c) and the DNS resolver's native fast
-# path (native/dns-fast.c).
-PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static
-  containernetworking-plugins podman runc docker.io dnsmasq-base dnsperf iperf3 gcc libc6-dev)
+# path (native/dns-fast.c). golang-go with Debian's go-cni and libcni sources builds, offline, the
+# test programs of test/helpers/go/ (a go-cni driver doing what containerd's CRI plugin does, a
+# libcni cnitool); containerd runs `ctr run --cni` on tsnet's plugins. tini provides tini-static,
+# the init of `tsnet run --init`; python3, make and g++ build node-pty (the pseudo-terminal of
+# `run -t`/`exec -t`) at npm ci. firewalld (run by the tests in an isolated host, on a D-Bus bus of
+# their own, never as a service) for the coexistence tests. etcd-server and etcd-client are the
+# cluster store of the multi-host tests and benchmark (curl reads etcd's request counters there).
+PACKAGES=(iproute2 iptables nftables util-linux procps hostname busybox-static tini python3 make g++
+  containernetworking-plugins podman runc docker.io containerd dnsmasq-base dnsperf iperf3 gcc libc6-dev
+  golang-go golang-github-containerd-go-cni-dev golang-github-appc-cni-dev mininet bridge-utils firewalld
+  etcd-server etcd-client curl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: not root: skipping system packages (${PACKAGES[*]}); privileged tests will be skipped" >&2

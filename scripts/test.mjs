@@ -13,7 +13,7 @@ import { Parser } from 'tap-parser';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 process.chdir(root);
-const SOURCE_DIRS = ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'cli', 'lib', 'test', 'bench'];
+const SOURCE_DIRS = ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'engine', 'lab', 'cluster', 'cli', 'lib', 'test', 'bench'];
 const isRoot = process.getuid?.() === 0;
 const filters = process.argv.slice(2);
 
@@ -104,7 +104,10 @@ function attach(parser, path) {
 
 const parser = new Parser();
 attach(parser, []);
-const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0' } });
+// DISABLE_V8_COMPILE_CACHE: tap's TypeScript loader (ts-node) keeps a V8 code cache in /tmp that
+// two test processes can write at once; a torn cache crashed a test process with SIGILL in V8's
+// deserializer (once in six full runs). Without it each test file compiles the loader anew.
+const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, FORCE_COLOR: '0', DISABLE_V8_COMPILE_CACHE: '1' } });
 const rawLog = [];
 child.stdout.on('data', (d) => {
   rawLog.push(d);

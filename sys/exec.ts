@@ -4,36 +4,17 @@
  * argv, the exit code and stderr in `details`; adapters turn stderr into a precise code.
  */
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { access, constants } from 'node:fs/promises';
+import { join } from 'node:path';
 import { TsnetError } from '../core/errors.js';
 import type { NetnsRef } from '../core/net.js';
+import type { Argv, ExecFailureDetails, RunOptions, RunResult, SpawnDetachedOptions } from './api.js';
 
-export type Argv = readonly [string, ...string[]];
+export type { Argv, ExecFailureDetails, RunOptions, RunResult };
 
 export const SAFE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const DEFAULT_TIMEOUT_MS = 30_000;
 const MAX_BUFFER = 256 * 1024 * 1024;
-
-export interface RunOptions {
-  /** Written to the child's stdin, which is then closed. */
-  readonly input?: string | Buffer;
-  readonly timeoutMs?: number;
-  readonly signal?: AbortSignal;
-  /** Extra environment on top of the fixed PATH and LC_ALL=C. */
-  readonly env?: Readonly<Record<string, string>>;
-}
-
-export interface RunResult {
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-export type ExecFailureDetails = {
-  readonly argv: readonly string[];
-  readonly exitCode: number | null;
-  readonly signal: string | null;
-  readonly stderr: string;
-  readonly stdout: string;
-};
 
 function childEnv(extra?: Readonly<Record<string, string>>): NodeJS.ProcessEnv {
   return { PATH: SAFE_PATH, LC_ALL: 'C', ...extra };
@@ -69,7 +50,7 @@ export function run(argv: Argv, opts: RunOptions = {}): Promise<RunResult> {
           stdout: String(stdout ?? ''),
         };
         if (e.code === 'ENOENT') {
-          reject(new TsnetError('UNAVAILABLE', `${file}: not installed or not on PATH (${SAFE_PATH})`, { cause: err, details }));
+          reject(new TsnetError('UNAVAILABLE', `${file}: not installed or not on PATH (${SAFE_PATH})`, { cause: err, details: { ...details, missingBinary: true } }));
           return;
         }
         if (e.name === 'AbortError') {
@@ -128,7 +109,7 @@ export function spawnLongLived(argv: Argv, opts: { readonly env?: Readonly<Recor
 }
 
 /** Detached background process (daemons); returns its pid. stdio goes to the given fds or is ignored. */
-export function spawnDetached(argv: Argv, opts: { readonly env?: Readonly<Record<string, string>>; readonly stdio?: readonly ['ignore' | number, 'ignore' | number, 'ignore' | number] } = {}): number {
+export function spawnDetached(argv: Argv, opts: SpawnDetachedOptions = {}): number {
   const [file, ...args] = argv;
   const child = spawn(file, args, {
     shell: false,
@@ -143,4 +124,13 @@ export function spawnDetached(argv: Argv, opts: { readonly env?: Readonly<Record
 /** Prefixes argv so it runs inside `ns` (no-op for the process's own namespace). */
 export function inNetns(ns: NetnsRef, argv: Argv): Argv {
   return ns.kind === 'host' ? argv : ['nsenter', `--net=${ns.path}`, '--', ...argv];
+}
+
+/** The first `dir/name` of `dirs` that is an executable file (a CNI_PATH lookup), or undefined. */
+export async function findExecutable(name: string, dirs: readonly string[]): Promise<string | undefined> {
+  for (const dir of dirs) {
+    const candidate = join(dir, name);
+    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return candidate;
+  }
+  return undefined;
 }

@@ -6,23 +6,12 @@
 import type { IpAddr, NetnsRef, Port, Proto } from '../core/net.js';
 import { inNetns, run } from './exec.js';
 import type { SysctlFor } from './netlink/api.js';
+import type { HostPorts, Listener, PortRange } from './api.js';
 
-export interface PortRange {
-  readonly start: Port;
-  readonly end: Port;
-}
+export type { HostPorts, Listener, PortRange };
 
-/** A socket a host process listens on (TCP, SCTP) or has bound (UDP). `*`: every address, both families. */
-export interface Listener {
-  readonly proto: Proto;
-  readonly ip: IpAddr | '*';
-  readonly port: Port;
-}
 
-export interface HostPorts {
-  listeners(): Promise<Listener[]>;
-  ephemeralRange(): Promise<PortRange>;
-}
+
 
 /** `ss -Hln -t -u -S` output → listeners. Lines of other shapes are ignored. */
 export function parseSsListeners(out: string): Listener[] {

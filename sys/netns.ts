@@ -3,31 +3,20 @@
  * `ip netns` scheme, but in our own directory), and references to a process's namespace.
  * Creation and deletion each cost one short-lived process (`unshare --net=FILE`, `umount`).
  */
-import { mkdir, readdir, readFile, rm, statfs, writeFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, statfs, writeFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError, wrap } from '../core/errors.js';
 import type { NetnsRef } from '../core/net.js';
 import { execDetails, run } from './exec.js';
+import type { NetnsManager } from './api.js';
+import { abstractSocketLock, createLocker, type Locker } from './store/lock.js';
+
+export type { NetnsManager };
 
 /** statfs(2) f_type of nsfs, the filesystem of /proc/PID/ns/* and their bind mounts. */
 const NSFS_MAGIC = 0x6e736673;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-export interface NetnsManager {
-  readonly dir: string;
-  /**
-   * Creates a namespace named `name`; ALREADY_EXISTS if one is there. `sysctls` (net.* keys) are
-   * set inside it by the same process that creates it (no extra process start).
-   */
-  create(name: string, opts?: { readonly signal?: AbortSignal; readonly sysctls?: Readonly<Record<string, string | number>> }): Promise<NetnsRef>;
-  /** The namespace `name`; NOT_FOUND if it does not exist. */
-  open(name: string): Promise<NetnsRef>;
-  /** Names of the namespaces in the directory that are live (mounted). */
-  list(): Promise<string[]>;
-  /** Removes `name`; succeeds if it is already gone. */
-  remove(name: string, opts?: { readonly signal?: AbortSignal }): Promise<void>;
-  pathOf(name: string): string;
-}
 
 export function parseNetnsName(raw: string, field = 'netns name'): string {
   if (typeof raw !== 'string' || !NAME.test(raw)) {
@@ -56,6 +45,12 @@ export async function checkNetns(ns: NetnsRef, field = 'netns'): Promise<NetnsRe
   return ns;
 }
 
+/** Which PID, network and mount namespaces this process is in ("net:[4026531840]", as readlink(2) shows them). */
+export async function ownNamespaces(): Promise<{ readonly pid: string; readonly net: string; readonly mnt: string }> {
+  const [pid, net, mnt] = await Promise.all(['pid', 'net', 'mnt'].map((k) => readlink(`/proc/self/ns/${k}`)));
+  return { pid: pid ?? '', net: net ?? '', mnt: mnt ?? '' };
+}
+
 /** The network namespace of process `pid`. */
 export async function netnsOfPid(pid: number): Promise<NetnsRef> {
   if (!Number.isInteger(pid) || pid <= 0) throw new TsnetError('INVALID_CONFIG', `pid: invalid value ${pid}`, { details: { field: 'pid', value: pid } });
@@ -64,6 +59,7 @@ export async function netnsOfPid(pid: number): Promise<NetnsRef> {
 
 export function createNetnsManager(dir: string): NetnsManager {
   let shared: Promise<void> | undefined;
+  let bindLocker: Locker | undefined;
   const pathOf = (name: string): string => join(dir, parseNetnsName(name));
 
   // Like `ip netns`: the directory is a shared bind mount of itself, so that unmounting a
@@ -72,9 +68,18 @@ export function createNetnsManager(dir: string): NetnsManager {
     shared ??= (async () => {
       await mkdir(dir, { recursive: true, mode: 0o755 });
       const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-      const isMount = mountinfo.split('\n').some((l) => l.split(' ')[4] === dir);
-      if (!isMount) await run(['mount', '--bind', dir, dir]);
-      await run(['mount', '--make-shared', dir]);
+      // Already a shared mount (every command after the first): nothing to do, no process spawned.
+      const line = mountinfo.split('\n').find((l) => l.split(' ')[4] === dir);
+      if (line !== undefined && /(^| )shared:\d+/.test(line.split(' - ')[0] ?? '')) return;
+      // The first time, processes racing here (50 parallel `tsnet run`) would each see no mount and
+      // stack their own bind mounts: the check is made again, and the mount done, under the store's
+      // cross-process lock (kernel-released if the holder dies), so the directory is bound once.
+      bindLocker ??= createLocker({ crossProcess: abstractSocketLock(`netns-dir:${dir}`), label: dir });
+      await bindLocker.withLock('netns-dir', async () => {
+        const now = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === dir);
+        if (!now) await run(['mount', '--bind', dir, dir]);
+        await run(['mount', '--make-shared', dir]);
+      });
     })().catch((err: unknown) => {
       shared = undefined;
       throw wrap(`prepare netns directory ${dir}`, err);
@@ -141,4 +146,15 @@ export function createNetnsManager(dir: string): NetnsManager {
     },
   };
   return mgr;
+}
+
+/** Is a process with this pid alive (kill(pid, 0); EPERM means it exists)? */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -8,7 +8,7 @@ import { join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const LAYERS = ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'cli'] as const;
+const LAYERS = ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'engine', 'lab', 'cluster', 'cli', 'lib'] as const;
 type Layer = (typeof LAYERS)[number];
 
 const ALLOWED: Record<Layer, readonly Layer[]> = {
@@ -19,8 +19,36 @@ const ALLOWED: Record<Layer, readonly Layer[]> = {
   drivers: ['core', 'sys'],
   cnm: ['core', 'sys', 'ipam', 'drivers', 'dns'],
   runtime: ['core', 'sys'],
-  plugins: ['core', 'sys', 'ipam', 'drivers'],
-  cli: ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime'],
+  plugins: ['core', 'sys', 'ipam', 'drivers', 'cnm'],
+  cluster: ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm'],
+  lab: ['core', 'sys', 'cnm', 'runtime'],
+  engine: ['core', 'sys', 'ipam', 'drivers', 'dns', 'cnm', 'plugins', 'runtime', 'cluster', 'lab'],
+  // The doors: argument parsing and output (cli), the library's API (lib), over the engine.
+  cli: ['core', 'sys', 'cnm', 'runtime', 'lab', 'engine'],
+  lib: ['core', 'sys', 'cnm', 'engine'],
+};
+
+/**
+ * The composition roots, by name: the only files that build real sys implementations (value
+ * imports of sys beyond api.ts) and read process.env / process.argv.
+ */
+export const COMPOSITION_ROOTS: readonly string[] = [
+  'cli/main.ts',
+  'lib/index.ts',
+  'engine/engine.ts',
+  'engine/daemon-main.ts',
+  'engine/cni-service.ts',
+  'engine/docker-plugin.ts',
+  'engine/cni-install.ts',
+  'plugins/cni/main.ts',
+  'runtime/shim-main.ts',
+];
+
+/** Modules that reach the disk, the network or processes: only sys/ may import them. */
+const SYSTEM_MODULES = ['fs', 'fs/promises', 'net', 'http', 'https', 'dgram', 'child_process', 'cluster', 'worker_threads'];
+/** The STYLE exception: the DNS server owns its sockets. */
+const SYSTEM_MODULE_EXCEPTIONS: Readonly<Record<string, readonly string[]>> = {
+  'dns/server.ts': ['node:dgram', 'node:net'],
 };
 
 export interface SourceFile {
@@ -44,7 +72,8 @@ export function importsOf(text: string): ImportRef[] {
 }
 
 const isTest = (p: string): boolean => p.endsWith('.test.ts') || p.startsWith('test/') || p.startsWith('bench/');
-const isCompositionRoot = (p: string): boolean => p === 'cli/main.ts' || p === 'runtime/shim-main.ts' || /^plugins\/[^/]+\/main\.ts$/.test(p) || p.startsWith('cli/');
+const isCompositionRoot = (p: string): boolean => COMPOSITION_ROOTS.includes(p);
+const isSysApi = (target: string): boolean => /^sys\/(.+\/)?api\.ts$/.test(target);
 const layerOf = (p: string): Layer | undefined => LAYERS.find((l) => p.startsWith(`${l}/`));
 
 /** Returns one message per violation. Pure, so the rules themselves are unit-tested below. */
@@ -56,6 +85,12 @@ export function checkFiles(files: readonly SourceFile[]): string[] {
     for (const imp of importsOf(f.text)) {
       if (imp.spec === 'node:child_process' || imp.spec === 'child_process') {
         if (f.path !== 'sys/exec.ts' && !test) problems.push(`${f.path}: imports node:child_process (only sys/exec.ts may start processes)`);
+        continue;
+      }
+      const bare = imp.spec.replace(/^node:/, '');
+      if (SYSTEM_MODULES.includes(bare) && (imp.spec.startsWith('node:') || !imp.spec.startsWith('.'))) {
+        const excepted = SYSTEM_MODULE_EXCEPTIONS[f.path]?.includes(`node:${bare}`) === true;
+        if (!test && from !== undefined && from !== 'sys' && !excepted) problems.push(`${f.path}: imports ${imp.spec} (only sys/ touches disk, sockets and processes)`);
         continue;
       }
       if (!imp.spec.startsWith('.')) continue;
@@ -75,6 +110,9 @@ export function checkFiles(files: readonly SourceFile[]): string[] {
       }
       if (to === 'sys' && !imp.typeOnly && !isCompositionRoot(f.path)) {
         problems.push(`${f.path}: value import of ${target}; outside composition roots sys is imported with \`import type\` only`);
+      }
+      if (to === 'sys' && imp.typeOnly && !isSysApi(target) && !isCompositionRoot(f.path)) {
+        problems.push(`${f.path}: type import of ${target}; outside composition roots sys types come from its api.ts files`);
       }
     }
     if (test || from === undefined) continue;
@@ -131,9 +169,21 @@ t.test('the rules fire on violations (self-test)', async (t) => {
     [{ path: 'ipam/x.ts', text: "execFile('x', [], { shell: true });" }, /shell/],
     [{ path: 'ipam/x.ts', text: "export enum Color { Red }" }, /enum/],
     [{ path: 'ipam/x.ts', text: "import {\n  a,\n  b,\n} from '../drivers/api.js';" }, /ipam may not import drivers/],
+    [{ path: 'engine/x.ts', text: "import { readFile } from 'node:fs/promises';" }, /only sys\/ touches disk/],
+    [{ path: 'runtime/x.ts', text: "import net from 'node:net';" }, /only sys\/ touches disk/],
+    [{ path: 'cnm/x.ts', text: "import type { NetnsManager } from '../sys/netns.js';" }, /sys types come from its api\.ts/],
+    [{ path: 'cli/commands/x.ts', text: "import { run } from '../../sys/exec.js';" }, /value import/],
+    [{ path: 'cli/commands/x.ts', text: "import { createDispatcher } from '../../plugins/docker/dispatch.js';" }, /cli may not import plugins/],
+    [{ path: 'lib/x.ts', text: "import { createIpam } from '../ipam/allocator.js';" }, /lib may not import ipam/],
+    [{ path: 'lib/x.ts', text: "console.log(process.env.X);" }, /process\.env/],
+    [{ path: 'engine/x.ts', text: "import { openFsStore } from '../sys/store/fs.js';" }, /value import/],
   ];
   for (const [file, re] of cases) t.match(checkFiles([file]).join('\n'), re, `${file.path}: ${re}`);
   t.same(checkFiles([{ path: 'drivers/x.ts', text: "import type { Netlink } from '../sys/netlink/api.js';" }]), [], 'type-only sys import is fine');
   t.same(checkFiles([{ path: 'cli/main.ts', text: "import { run } from '../sys/exec.js';\nconsole.log(process.env.X);" }]), [], 'composition root may');
+  t.same(checkFiles([{ path: 'engine/engine.ts', text: "import { openFsStore } from '../sys/store/fs.js';" }]), [], 'a named engine root may build sys parts');
+  t.same(checkFiles([{ path: 'cnm/x.ts', text: "import type { Firewall } from '../sys/firewall/api.js';" }]), [], 'types from a sys api.ts are fine');
+  t.same(checkFiles([{ path: 'sys/x.ts', text: "import { readFile } from 'node:fs/promises';" }]), [], 'sys may touch the disk');
+  t.same(checkFiles([{ path: 'dns/server.ts', text: "import dgram from 'node:dgram';" }]), [], 'the DNS server owns its sockets');
   t.same(checkFiles([{ path: 'test/x.test.ts', text: "import { f } from '../sys/netlink/fake.js';" }]), [], 'tests may import fakes');
 });

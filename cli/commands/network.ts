@@ -3,11 +3,14 @@ import { TsnetError } from '../../core/errors.js';
 import { parseIpAddr, parsePrefix, prefixAddr, prefixContains, prefixesOverlap, type Prefix } from '../../core/net.js';
 import type { Controller, SubnetRequest } from '../../cnm/controller.js';
 import { networkHasDns, type NetworkRecord } from '../../cnm/model.js';
-import { bool, keyValues, list, parseArgs, str, table, usage, type FlagSpec } from '../args.js';
-import { reported, type Command, type Io } from './types.js';
+import { bool, keyValues, list, parseArgs, str, usage, type FlagSpec } from '../args.js';
+import { NETWORK_HEADERS, NETWORK_TABLE, networkFields } from '../docker-view.js';
+import { anyOf, boolFilter, labelsMatch, parseFilters } from '../filters.js';
+import { formatEach, formatList, goMap } from '../template.js';
+import { eachRef, type Command, type Io } from './types.js';
 
 const CREATE: FlagSpec[] = [
-  { name: 'driver', short: 'd', type: 'string', help: 'driver: bridge (default)', placeholder: 'DRIVER' },
+  { name: 'driver', short: 'd', type: 'string', help: 'driver: bridge (default) or macvlan (-o parent=IF, -o macvlan_mode=bridge|private|vepa|passthru)', placeholder: 'DRIVER' },
   { name: 'subnet', type: 'string', multiple: true, help: 'subnet in CIDR form (IPv4 or IPv6)', placeholder: 'CIDR' },
   { name: 'gateway', type: 'string', multiple: true, help: 'gateway for a subnet', placeholder: 'IP' },
   { name: 'ip-range', type: 'string', multiple: true, help: 'allocate container addresses from this sub-range', placeholder: 'CIDR' },
@@ -15,11 +18,13 @@ const CREATE: FlagSpec[] = [
   { name: 'ipv6', type: 'boolean', help: 'enable IPv6 (a ULA /64 is chosen when no IPv6 --subnet is given)' },
   { name: 'internal', type: 'boolean', help: 'no external access (no egress, no published ports)' },
   { name: 'disable-dns', type: 'boolean', help: 'no embedded DNS on this network (containers get the host\'s resolvers)' },
-  { name: 'opt', short: 'o', type: 'string', multiple: true, help: 'driver option KEY=VALUE (bridge, mtu, icc, masquerade, com.docker.network.*)', placeholder: 'KEY=VALUE' },
+  { name: 'opt', short: 'o', type: 'string', multiple: true, help: 'driver option KEY=VALUE (bridge: bridge, mtu, icc, masquerade, com.docker.network.*; macvlan: parent, macvlan_mode, mtu)', placeholder: 'KEY=VALUE' },
   { name: 'label', type: 'string', multiple: true, help: 'label KEY=VALUE', placeholder: 'KEY=VALUE' },
   { name: 'help', short: 'h', type: 'boolean', help: 'show this help' },
 ];
-const FORMAT: FlagSpec = { name: 'format', short: 'f', type: 'string', help: 'output format: table (default) or json', placeholder: 'FORMAT' };
+const FORMAT: FlagSpec = { name: 'format', type: 'string', help: 'table, table TEMPLATE, json or a Go template', placeholder: 'FORMAT' };
+const FILTER: FlagSpec = { name: 'filter', short: 'f', type: 'string', multiple: true, help: 'driver, id, label, name, scope, type (custom|builtin), dangling (KEY=VALUE)', placeholder: 'FILTER' };
+const PREDEFINED = ['bridge', 'host', 'none'];
 const HELP: FlagSpec = { name: 'help', short: 'h', type: 'boolean', help: 'show this help' };
 
 /** Pairs each --gateway, --ip-range and --aux-address with the --subnet that contains it. */
@@ -72,11 +77,17 @@ export async function inspectJson(c: Controller, n: NetworkRecord): Promise<Reco
       Aliases: e.aliases,
     };
   }
+  // A cluster network's endpoints on the other hosts, with the host they run on.
+  const prefixLenOf = n.subnets[0]?.subnet.split('/')[1] ?? '32';
+  for (const r of d.remote ?? []) {
+    containers[r.sandboxId] = { Name: r.names[0] ?? '', EndpointID: r.endpointId, MacAddress: r.mac, IPv4Address: `${r.ip}/${prefixLenOf}`, IPv6Address: '', Host: r.hostName || r.host };
+  }
+  const peers = [...new Map((d.remote ?? []).map((r) => [r.host, { Name: r.hostName || r.host, IP: r.vtep }])).values()];
   return {
     Name: n.name,
     Id: n.id,
     Created: n.created,
-    Scope: 'local',
+    Scope: n.scope === 'cluster' ? 'swarm' : 'local',
     Driver: n.driver,
     EnableIPv6: n.ipv6,
     IPAM: {
@@ -90,17 +101,12 @@ export async function inspectJson(c: Controller, n: NetworkRecord): Promise<Reco
     },
     Internal: n.internal,
     DNSEnabled: networkHasDns(n),
-    Containers: containers,
-    Options: { ...n.options, ...(typeof n.config['bridge'] === 'string' ? { 'com.docker.network.bridge.name': n.config['bridge'] } : {}) },
-    Labels: n.labels,
+    Containers: goMap(containers),
+    Options: goMap({ ...n.options, ...(typeof n.config['bridge'] === 'string' ? { 'com.docker.network.bridge.name': n.config['bridge'] } : {}) }),
+    Labels: goMap({ ...n.labels }),
     Status: n.status,
+    ...(n.scope === 'cluster' ? { Peers: peers } : {}),
   };
-}
-
-function format(p: ReturnType<typeof parseArgs>): 'table' | 'json' {
-  const f = str(p, 'format') ?? 'table';
-  if (f !== 'table' && f !== 'json') throw new TsnetError('INVALID_CONFIG', `--format: expected table or json, got ${JSON.stringify(f)}`, { details: { field: 'format' } });
-  return f;
 }
 
 function needArgs(p: ReturnType<typeof parseArgs>, n: number, what: string, cmd: string): void {
@@ -132,26 +138,39 @@ export const networkCommands = (controller: () => Promise<Controller>): Record<s
   ls: {
     summary: 'List networks',
     async run(argv, io) {
-      const specs = [FORMAT, { name: 'quiet', short: 'q', type: 'boolean', help: 'only IDs' } as FlagSpec, HELP];
+      const specs = [FILTER, FORMAT, { name: 'quiet', short: 'q', type: 'boolean', help: 'only IDs' } as FlagSpec, { name: 'no-trunc', type: 'boolean', help: 'full IDs' } as FlagSpec, HELP];
       const p = parseArgs(argv, specs);
-      if (bool(p, 'help')) return io.out(usage('network ls [OPTIONS]', 'List networks.', specs, 'tsnet network ls --format json'));
-      const nets = await (await controller()).listNetworks();
-      if (bool(p, 'quiet')) return io.out(nets.map((n) => `${n.id.slice(0, 12)}\n`).join(''));
-      if (format(p) === 'json') return io.out(`${JSON.stringify(nets, null, 2)}\n`);
-      io.out(table(['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE', 'SUBNETS'], nets.map((n) => [n.id.slice(0, 12), n.name, n.driver, 'local', n.subnets.map((s) => s.subnet).join(',')])));
+      if (bool(p, 'help')) return io.out(usage('network ls [OPTIONS]', 'List networks.', specs, 'tsnet network ls --filter driver=bridge --format "{{.Name}}: {{.ID}}"'));
+      const f = parseFilters(list(p, 'filter'), ['driver', 'id', 'label', 'name', 'scope', 'type', 'dangling']);
+      for (const v of f.get('type') ?? []) if (v !== 'custom' && v !== 'builtin') throw new TsnetError('INVALID_CONFIG', `filter: invalid filter: 'type'='${v}'`, { details: { field: 'filter', value: `type=${v}` } });
+      const dangling = boolFilter(f, 'dangling');
+      const c = await controller();
+      let nets = await c.listNetworks();
+      const used = dangling === undefined ? new Set<string>() : new Set((await Promise.all(nets.map(async (n) => ((await c.inspectNetwork(n.id)).endpoints.length > 0 ? n.id : '')))).filter(Boolean));
+      nets = nets.filter((n) => anyOf(f, 'driver', (x) => n.driver === x)
+        && anyOf(f, 'id', (x) => n.id.startsWith(x))
+        && anyOf(f, 'name', (x) => n.name.includes(x))
+        && anyOf(f, 'scope', (x) => x === 'local')
+        && anyOf(f, 'type', (x) => (x === 'builtin') === PREDEFINED.includes(n.name))
+        && labelsMatch(f, n.labels)
+        && (dangling === undefined || dangling === (!PREDEFINED.includes(n.name) && !used.has(n.id))));
+      const trunc = !bool(p, 'no-trunc');
+      if (bool(p, 'quiet')) return io.out(nets.map((n) => `${trunc ? n.id.slice(0, 12) : n.id}\n`).join(''));
+      io.out(formatList(nets.map((n) => networkFields(n, trunc)), str(p, 'format') ?? 'table', { defaultTable: NETWORK_TABLE, headers: NETWORK_HEADERS, json: (x) => x }));
     },
   },
   inspect: {
     summary: 'Show networks in detail (JSON)',
     async run(argv, io) {
-      const specs = [HELP];
+      const specs = [{ name: 'format', short: 'f', type: 'string', help: 'a Go template (e.g. {{.IPAM.Config}}) or json', placeholder: 'FORMAT' } as FlagSpec, HELP];
       const p = parseArgs(argv, specs);
-      if (bool(p, 'help')) return io.out(usage('network inspect NETWORK [NETWORK...]', 'Show one or more networks, with their containers, as JSON.', specs, 'tsnet network inspect bridge'));
+      if (bool(p, 'help')) return io.out(usage('network inspect [OPTIONS] NETWORK [NETWORK...]', 'Show one or more networks, with their containers, as JSON or through a template.', specs, 'tsnet network inspect -f "{{range .IPAM.Config}}{{.Subnet}}{{end}}" bridge'));
       needArgs(p, 1, 'at least 1 argument (a network)', 'network inspect');
       const c = await controller();
       const out = [];
       for (const name of p.positionals) out.push(await inspectJson(c, await c.findNetwork(name)));
-      io.out(`${JSON.stringify(out, null, 2)}\n`);
+      const format = str(p, 'format');
+      io.out(format === undefined ? `${JSON.stringify(out, null, 4)}\n` : formatEach(out, format));
     },
   },
   rm: {
@@ -162,17 +181,10 @@ export const networkCommands = (controller: () => Promise<Controller>): Record<s
       if (bool(p, 'help')) return io.out(usage('network rm NETWORK [NETWORK...]', 'Remove one or more networks (they must have no containers).', specs, 'tsnet network rm lab'));
       needArgs(p, 1, 'at least 1 argument (a network)', 'network rm');
       const c = await controller();
-      let first: unknown;
-      for (const name of p.positionals) {
-        try {
-          await c.deleteNetwork(name);
-          io.out(`${name}\n`);
-        } catch (err) {
-          first ??= err;
-          io.err(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
-        }
-      }
-      if (first !== undefined) throw reported(first);
+      await eachRef(p.positionals, io, async (name) => {
+        await c.deleteNetwork(name);
+        io.out(`${name}\n`);
+      });
     },
   },
   prune: {

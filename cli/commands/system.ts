@@ -2,55 +2,13 @@
  * Host-level commands: `tsnet doctor` (what on this host affects published ports, with advice) and
  * `tsnet firewall reload` (re-apply tsnet's rules from the records after someone flushed them).
  */
-import { readdir } from 'node:fs/promises';
-import type { Controller } from '../../cnm/controller.js';
 import { TsnetError } from '../../core/errors.js';
-import type { NetnsRef } from '../../core/net.js';
-import { readHostRules } from '../../sys/firewall/host-rules.js';
-import type { Firewall } from '../../sys/firewall/api.js';
+import { diagnose, formatFindings } from '../../engine/doctor.js';
+import { gatherHostFacts, type SystemDeps } from '../../engine/engine.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
-import { diagnose, formatFindings, type HostFacts } from '../doctor.js';
-import { readOptional } from '../engine.js';
 import type { Command, Io } from './types.js';
 
-export interface SystemDeps {
-  readonly controller: Controller;
-  readonly firewall: Firewall;
-  readonly hostNs: NetnsRef;
-}
-
 const HELP: FlagSpec = { name: 'help', type: 'boolean', help: 'show this help' };
-
-async function processNames(): Promise<string[]> {
-  const pids = (await readdir('/proc').catch(() => [])).filter((d) => /^\d+$/.test(d));
-  const names = await Promise.all(pids.map((p) => readOptional(`/proc/${p}/comm`)));
-  return [...new Set(names.filter((n): n is string => n !== undefined).map((n) => n.trim()))];
-}
-
-async function gather(d: SystemDeps): Promise<HostFacts> {
-  const [rules, ufwConf, ufwDefaults, processes, listing] = await Promise.all([
-    readHostRules(d.hostNs),
-    readOptional('/etc/ufw/ufw.conf'),
-    readOptional('/etc/default/ufw'),
-    processNames(),
-    d.firewall.list().catch(() => undefined),
-  ]);
-  const sysctls: Record<string, string | undefined> = {};
-  for (const k of ['net.ipv4.ip_forward', 'net.bridge.bridge-nf-call-iptables']) sysctls[k] = (await readOptional(`/proc/sys/${k.replaceAll('.', '/')}`))?.trim();
-  const nets = (await d.controller.listNetworks()).filter((n) => n.driver === 'bridge' && n.status === 'ready');
-  let withPorts = 0;
-  for (const sb of await d.controller.listSandboxes()) withPorts += (await d.controller.endpointsOf(sb.id)).filter((e) => e.ports.length > 0).length;
-  return {
-    backend: d.firewall.backend,
-    ...rules,
-    ...(ufwConf !== undefined ? { ufwConf } : {}),
-    ...(ufwDefaults !== undefined ? { ufwDefaults } : {}),
-    processes,
-    sysctls,
-    records: { networks: nets.length, endpointsWithPorts: withPorts },
-    kernel: listing === undefined ? undefined : { networks: listing.networks.length, endpointsWithPorts: listing.endpoints.length },
-  };
-}
 
 export const systemCommands = (deps: () => Promise<SystemDeps>): Record<string, Command> => ({
   doctor: {
@@ -58,10 +16,10 @@ export const systemCommands = (deps: () => Promise<SystemDeps>): Record<string, 
     async run(argv: readonly string[], io: Io) {
       const specs: FlagSpec[] = [{ name: 'format', type: 'string', help: 'json: the findings as JSON', placeholder: 'FORMAT' }, HELP];
       const p = parseArgs(argv, specs);
-      if (bool(p, 'help')) return io.out(usage('doctor [OPTIONS]', 'Report firewall managers (ufw, firewalld), forward policies, sysctls and whether tsnet\'s rules match its records.', specs, 'tsnet doctor'));
+      if (bool(p, 'help')) return io.out(usage('doctor [OPTIONS]', 'Report Docker\'s iptables rules, firewall managers (ufw, firewalld), forward policies, br_netfilter and sysctls, what tsnet did about them, and whether tsnet\'s rules match its records.', specs, 'tsnet doctor'));
       const format = str(p, 'format');
       if (format !== undefined && format !== 'json') throw new TsnetError('INVALID_CONFIG', `format: expected json, got ${JSON.stringify(format)}`, { details: { field: 'format' } });
-      const findings = diagnose(await gather(await deps()));
+      const findings = diagnose(await gatherHostFacts(await deps()));
       io.out(format === 'json' ? `${JSON.stringify(findings, null, 2)}\n` : formatFindings(findings));
       return findings.some((f) => f.level === 'error') ? 1 : 0;
     },

@@ -1,12 +1,43 @@
 import { TsnetError } from '../../core/errors.js';
+import type { TermSize } from '../../sys/api.js';
+
+/** The client's terminal, when stdin is one. */
+export interface Terminal {
+  /** Raw mode: keys (Ctrl-C included) go to the container's terminal, not to this process. */
+  setRaw(on: boolean): void;
+  /** stdout's size, when it is a terminal. */
+  size(): TermSize | undefined;
+  /** Calls `f` with the new size when the window changes (SIGWINCH); returns an unsubscribe. */
+  onResize(f: (size: TermSize) => void): () => void;
+}
+
 /** What a CLI command is: argv in, text out through `io`; failures are thrown TsnetErrors. */
 export interface Io {
-  out(text: string): void;
-  err(text: string): void;
+  out(text: string | Uint8Array): void;
+  err(text: string | Uint8Array): void;
+  /** The client's environment (`-e VAR` takes its value from here). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** The client's working directory. */
+  readonly cwd?: string;
+  /** The client's stdin (`-i`). */
+  readonly stdin?: NodeJS.ReadableStream;
+  /** Present when stdin is a terminal. */
+  readonly terminal?: Terminal;
+  /** Handles signals sent to this process (instead of dying of them); returns an unsubscribe. */
+  readonly onSignal?: (signals: readonly NodeJS.Signals[], f: (signal: NodeJS.Signals) => void) => () => void;
+  /** Aborted when the client is gone (a command served by the daemon whose front end hung up). */
+  readonly signal?: AbortSignal;
+  /** The client process, when it is not this one (a command served by the daemon). */
+  readonly client?: { readonly pid: number; readonly startTime: string };
 }
 
 export interface Command {
   readonly summary: string;
+  /**
+   * Whether the command must run in the client's own process (it reads the client's stdin or
+   * terminal, or it is a long-lived process of its own); otherwise the daemon may serve it.
+   */
+  readonly local?: (argv: readonly string[]) => boolean;
   /** Resolves with an exit code for commands that have one of their own (run, exec); else 0. */
   run(argv: readonly string[], io: Io): Promise<number | void>;
 }
@@ -15,4 +46,21 @@ export interface Command {
 export function reported(err: unknown): TsnetError {
   const code = err instanceof TsnetError ? err.code : 'INTERNAL';
   return new TsnetError(code, err instanceof Error ? err.message : String(err), { cause: err, details: { reported: true } });
+}
+
+/**
+ * Docker's way with several objects: each is tried, each failure printed on its own line, and the
+ * command fails with the first error once all were tried; `fn` prints its own success line.
+ */
+export async function eachRef(refs: readonly string[], io: Io, fn: (ref: string) => Promise<void>): Promise<void> {
+  let first: unknown;
+  for (const ref of refs) {
+    try {
+      await fn(ref);
+    } catch (err) {
+      first ??= err;
+      io.err(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
+  }
+  if (first !== undefined) throw reported(first);
 }

@@ -2,7 +2,8 @@
  * Bridge network options. Accepts tsnet's short keys and Docker's keys (`-o` values are strings,
  * as with `docker network create -o`). Unknown keys are errors naming the key.
  */
-import { z } from 'zod';
+// zod/mini: the CNI plugin bundle (tsnet-bridge) includes this file, and full zod costs it ~450 KB.
+import * as z from 'zod/mini';
 import { TsnetError } from '../../core/errors.js';
 import { IFNAME_PATTERN, type IfName, type NetworkId } from '../../core/net.js';
 
@@ -14,12 +15,18 @@ const ALIASES = {
 } as const satisfies Record<string, readonly string[]>;
 
 export const BridgeConfigSchema = z.strictObject({
-  bridge: z.string().regex(IFNAME_PATTERN),
-  mtu: z.number().int().min(68).max(65_535).optional(),
+  bridge: z.string().check(z.regex(IFNAME_PATTERN)),
+  mtu: z.optional(z.number().check(z.int(), z.minimum(68), z.maximum(65_535))),
   masquerade: z.boolean(),
   icc: z.boolean(),
+  /** The gateway addresses on the bridge (CNI's isGateway; CNM networks always). */
+  gateway: z._default(z.boolean(), true),
+  /** Hairpin mode on the bridge ports: a container reaches its own published ports. */
+  hairpin: z._default(z.boolean(), true),
+  /** The bridge existed and was not tsnet's: it is used, never deleted; these gateway addresses were added to it. */
+  adopted: z.optional(z.strictObject({ addedAddrs: z.array(z.string()) })),
 });
-export type BridgeConfig = Omit<z.infer<typeof BridgeConfigSchema>, 'bridge'> & { readonly bridge: IfName };
+export type BridgeConfig = Omit<z.output<typeof BridgeConfigSchema>, 'bridge'> & { readonly bridge: IfName };
 
 const TRUE = ['1', 't', 'T', 'TRUE', 'true', 'True'];
 const FALSE = ['0', 'f', 'F', 'FALSE', 'false', 'False'];
@@ -77,12 +84,29 @@ export function parseBridgeOptions(id: NetworkId, options: Readonly<Record<strin
     ...(mtu !== undefined ? { mtu } : {}),
     masquerade: masqOpt ? parseBool(masqOpt[0], masqOpt[1]) : true,
     icc: iccOpt ? parseBool(iccOpt[0], iccOpt[1]) : true,
+    gateway: true,
+    hairpin: true,
   };
 }
 
-/** Reads back a persisted config (validated: records on disk may be old or edited). */
+/**
+ * Reads back a config (persisted: records on disk may be old or edited; or built by a door, the CNI
+ * plugin). Trusted shapes skip the schema: a config this driver built has exactly these fields.
+ */
 export function readBridgeConfig(raw: unknown): BridgeConfig {
+  if (isBuilt(raw)) return raw;
   const r = BridgeConfigSchema.safeParse(raw);
   if (!r.success) throw new TsnetError('INVALID_CONFIG', `bridge config: ${z.prettifyError(r.error)}`);
   return r.data as BridgeConfig;
+}
+
+const BUILT = new WeakSet<object>();
+const isBuilt = (raw: unknown): raw is BridgeConfig => typeof raw === 'object' && raw !== null && BUILT.has(raw);
+
+/** A config from typed input (the CNI plugin's configuration), checked like options are. */
+export function makeBridgeConfig(c: { readonly bridge: IfName; readonly mtu?: number | undefined; readonly masquerade: boolean; readonly icc: boolean; readonly gateway: boolean; readonly hairpin: boolean }): BridgeConfig {
+  if (c.mtu !== undefined && (!Number.isInteger(c.mtu) || c.mtu < 68 || c.mtu > 65_535)) throw invalid('mtu', c.mtu, 'must be an integer 68-65535');
+  const cfg: BridgeConfig = { bridge: c.bridge, ...(c.mtu !== undefined ? { mtu: c.mtu } : {}), masquerade: c.masquerade, icc: c.icc, gateway: c.gateway, hairpin: c.hairpin };
+  BUILT.add(cfg);
+  return cfg;
 }

@@ -28,27 +28,32 @@
  * bridge missing, under a cross-process lock; later ADDs only make sure the gateway address is
  * there (same ip process, no extra cost). CHECK reports missing firewall rules.
  */
-import { TsnetError, isCode } from '../../core/errors.js';
+import { TsnetError } from '../../core/errors.js';
 import {
-  addrFamily, parseIfName, parseIpAddr, parseMac, parsePrefix, prefixAddr, prefixLen, prefixNetwork,
-  type IfName, type IpAddr, type MacAddr, type NetnsRef, type Prefix,
+  parseIfName, parseIpAddr, parseMac, parsePrefix, prefixAddr, prefixNetwork,
+  type EndpointId, type IfName, type IpAddr, type MacAddr, type NetnsRef, type NetworkId, type Prefix,
 } from '../../core/net.js';
 import { teardownAll } from '../../core/teardown.js';
 import { UndoStack } from '../../core/undo.js';
-import type { Link, NetlinkOp, RouteSpec } from '../../sys/netlink/api.js';
-import type { HostLocalStore } from '../../sys/store/host-local.js';
+import type { JoinRequest, NetworkDriver, NetworkSpec, PublishRequest, SubnetAssignment } from '../../drivers/api.js';
+import { makeBridgeConfig, type BridgeConfig } from '../../drivers/bridge/config.js';
+import { createBridgeDriver } from '../../drivers/bridge/index.js';
+import { formatOwnerTag } from '../../drivers/owner.js';
+import type { Shape } from '../../sys/api.js';
+import type { RouteSpec } from '../../sys/netlink/api.js';
 import type { CniDeps } from './deps.js';
 import { CNI_ERR, CniError } from './errors.js';
-import { ipamAdd, ipamCheck, ipamDel, ipamGc, ourAddresses, parseIpamConfig, requestedIps, type IpamConfig } from './ipam.js';
-import { cniEndpointId, cniEndpointPrefix, cniNetworkId, hostVethName, parsePortMappings, toFirewallMappings } from './names.js';
+import { addressFlow, BUILTIN_IPAM, parseIpamSection, type IpamSection } from './addresses.js';
+import { goField, goPath } from './go-json.js';
+import { BandwidthSchema, BridgeConfShape, DnsCapabilitySchema, parseInput } from './schema.js';
+import { CNI_SCOPE, cniEndpointId, cniEndpointPrefix, cniNetworkId, hostVethName, mayHavePortMappings, parsePortMappings, toFirewallMappings } from './names.js';
 import type { Attachment, Plugin, Request } from './skel.js';
 import { fromWire, parseDns, type Dns, type Interface, type IpConfig, type Result, type Route } from './spec.js';
 import { dnsAdd, dnsCheck, dnsDel, dnsGc, parseDnsConf, withResolver } from './dns.js';
 
-/** ipam.type values served in process (host-local's on-disk layout). */
-export const BUILTIN_IPAM = ['tsnet-ipam', 'tsnet', 'builtin'];
+export { BUILTIN_IPAM };
 
-export interface BridgeConf {
+export interface BridgeConf extends IpamSection {
   readonly bridge: IfName;
   readonly isGateway: boolean;
   readonly isDefaultGateway: boolean;
@@ -58,64 +63,41 @@ export interface BridgeConf {
   readonly icc: boolean;
   /** Validated by deps.firewall (the composition root knows the backends). */
   readonly firewall: string;
-  readonly ipamRaw: Readonly<Record<string, unknown>>;
-  /** Parsed when the IPAM is built in; undefined when delegated. */
-  readonly ipam: IpamConfig | undefined;
-  readonly ipamType: string;
   readonly dns: Dns | undefined;
 }
-
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 function invalid(field: string, why: string): TsnetError {
   return new TsnetError('INVALID_CONFIG', `${field}: ${why}`, { details: { field } });
 }
 
-function bool(c: Readonly<Record<string, unknown>>, key: string, dflt: boolean): boolean {
-  const v = c[key];
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') throw invalid(key, `must be true or false, got ${JSON.stringify(v)}`);
-  return v;
-}
-
 export function parseBridgeConf(c: Readonly<Record<string, unknown>>): BridgeConf {
-  const br = c['bridge'] ?? 'cni0';
-  if (typeof br !== 'string') throw invalid('bridge', 'must be a string');
-  const bridge = parseIfName(br, 'bridge');
-  const mtuRaw = c['mtu'];
+  const k = parseInput(BridgeConfShape, c, '');
+  const bridge = parseIfName(k.bridge ?? 'cni0', 'bridge');
   let mtu: number | undefined;
-  if (mtuRaw !== undefined && mtuRaw !== 0) {
-    if (typeof mtuRaw !== 'number' || !Number.isInteger(mtuRaw) || mtuRaw < 68 || mtuRaw > 65_535) throw invalid('mtu', `must be an integer 68-65535, got ${JSON.stringify(mtuRaw)}`);
-    mtu = mtuRaw;
+  if (k.mtu !== undefined && k.mtu !== 0) {
+    if (!Number.isInteger(k.mtu) || k.mtu < 68 || k.mtu > 65_535) throw invalid('mtu', `must be an integer 68-65535, got ${JSON.stringify(k.mtu)}`);
+    mtu = k.mtu;
   }
-  const vlan = c['vlan'];
-  if (vlan !== undefined && vlan !== 0) throw new CniError(CNI_ERR.UNSUPPORTED_FIELD, `vlan: ${JSON.stringify(vlan)}: VLAN filtering is not supported by tsnet-bridge`, 'unsupported field');
-  const fw = c['firewallBackend'] ?? 'nftables';
-  if (typeof fw !== 'string') throw invalid('firewallBackend', 'must be a string');
-  const ipamRaw = c['ipam'];
-  if (!isObj(ipamRaw)) throw invalid('ipam', ipamRaw === undefined ? 'missing (tsnet-bridge needs addresses: give ipam.ranges or ipam.type)' : 'must be an object');
-  const t = ipamRaw['type'];
-  if (t !== undefined && (typeof t !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(t))) throw invalid('ipam.type', `${JSON.stringify(t)} is not a plugin name`);
-  const ipamType = (t as string | undefined) ?? 'tsnet-ipam';
-  const builtin = BUILTIN_IPAM.includes(ipamType);
-  const isDefaultGateway = bool(c, 'isDefaultGateway', false);
+  if (k.vlan !== undefined && k.vlan !== 0) throw new CniError(CNI_ERR.UNSUPPORTED_FIELD, `vlan: ${JSON.stringify(k.vlan)}: VLAN filtering is not supported by tsnet-bridge`, 'unsupported field');
+  const isDefaultGateway = k.isDefaultGateway ?? false;
   return {
     bridge,
-    isGateway: bool(c, 'isGateway', false) || isDefaultGateway,
+    isGateway: (k.isGateway ?? false) || isDefaultGateway,
     isDefaultGateway,
-    ipMasq: bool(c, 'ipMasq', false),
+    ipMasq: k.ipMasq ?? false,
     mtu,
-    hairpin: bool(c, 'hairpinMode', false),
-    icc: bool(c, 'icc', true),
-    firewall: fw,
-    ipamRaw,
-    ipam: builtin ? parseIpamConfig(ipamRaw) : undefined,
-    ipamType,
-    dns: parseDns(c['dns'], 'dns'),
+    hairpin: k.hairpinMode ?? false,
+    icc: k.icc ?? true,
+    firewall: k.firewallBackend ?? 'nftables',
+    ...parseIpamSection(c, 'tsnet-bridge'),
+    dns: parseDns(goField(c, 'dns'), 'dns'),
   };
 }
 
-/** `runtimeConfig.bandwidth` (bits/s, bits): a rate needs its burst, as with the reference plugin. */
+/**
+ * `runtimeConfig.bandwidth` (bits/s, bits): a rate needs its burst, as with the reference plugin.
+ * go-cni sends `{"IngressRate":...,"IngressBurst":...,"EgressRate":...,"EgressBurst":...}`.
+ */
 export interface Bandwidth {
   readonly ingressRate?: number;
   readonly ingressBurst?: number;
@@ -124,222 +106,168 @@ export interface Bandwidth {
 }
 
 export function parseBandwidth(config: Readonly<Record<string, unknown>>): Bandwidth | undefined {
-  const rc = config['runtimeConfig'];
-  const raw = isObj(rc) ? rc['bandwidth'] : undefined;
+  const raw = goPath(config, ['runtimeConfig', 'bandwidth'], 'nullable');
   if (raw === undefined) return undefined;
-  if (!isObj(raw)) throw invalid('runtimeConfig.bandwidth', 'must be an object');
-  const out: Record<string, number> = {};
-  for (const k of ['ingressRate', 'ingressBurst', 'egressRate', 'egressBurst'] as const) {
-    const v = raw[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > Number.MAX_SAFE_INTEGER) throw invalid(`runtimeConfig.bandwidth.${k}`, 'must be a non-negative integer');
-    out[k] = v;
-  }
+  const b = parseInput(BandwidthSchema, raw, 'runtimeConfig.bandwidth');
   for (const side of ['ingress', 'egress'] as const) {
-    if ((out[`${side}Rate`] ?? 0) > 0 && !((out[`${side}Burst`] ?? 0) > 0)) throw invalid(`runtimeConfig.bandwidth.${side}Burst`, `must be given with ${side}Rate`);
+    if ((b[`${side}Rate`] ?? 0) > 0 && !((b[`${side}Burst`] ?? 0) > 0)) throw invalid(`runtimeConfig.bandwidth.${side}Burst`, `must be given with ${side}Rate`);
   }
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(b)) if (v !== undefined) out[k] = v;
   return out as Bandwidth;
 }
 
 function runtimeMac(req: Request): MacAddr | undefined {
-  const rc = req.config['runtimeConfig'];
-  const fromRc = isObj(rc) ? rc['mac'] : undefined;
+  const fromRc = goPath(req.config, ['runtimeConfig', 'mac']);
   if (fromRc !== undefined) return parseMac(fromRc as string, 'runtimeConfig.mac');
   const fromArgs = req.args.get('MAC');
   return fromArgs === undefined ? undefined : parseMac(fromArgs, 'CNI_ARGS MAC');
 }
 
 function prevResult(req: Request): Result | undefined {
-  const p = req.config['prevResult'];
-  return p === undefined || p === null ? undefined : fromWire(p);
+  const p = goField(req.config, 'prevResult', 'nullable');
+  return p === undefined ? undefined : fromWire(p);
 }
 
-const DEFAULT_DST: Record<4 | 6, Prefix> = { 4: '0.0.0.0/0' as Prefix, 6: '::/0' as Prefix };
+/** The mappings ADD made for these ports and addresses; undefined if the input does not say. */
+function publishedAtAdd(req: Request, prev: Result | undefined, spec: NetworkSpec, config: BridgeConfig, ep: EndpointId): PublishRequest | undefined {
+  if (prev === undefined) return undefined;
+  try {
+    const ips = (prev.ips ?? []).map((i) => prefixAddr(parsePrefix(i.address)));
+    const mappings = toFirewallMappings(parsePortMappings(req.config), ips);
+    return mappings.length > 0 ? { network: spec, config, endpointId: ep, mappings } : undefined;
+  } catch {
+    return undefined; // DEL never fails on its input: the driver searches by owner
+  }
+}
 
-function randomMac(randomHex: (n: number) => string): MacAddr {
-  return `02${randomHex(5)}`.match(/../g)?.join(':') as MacAddr;
+/** The CNI network as the bridge driver's network: its firewall id, subnets, owner tag and config. */
+function networkOf(req: Request, cfg: BridgeConf, subnets: readonly SubnetAssignment[]): { spec: NetworkSpec; config: BridgeConfig } {
+  const id = cniNetworkId(req.name);
+  return {
+    spec: { id, name: req.name, subnets, internal: false, options: {}, owner: { scope: CNI_SCOPE, network: id } },
+    config: makeBridgeConfig({ bridge: cfg.bridge, mtu: cfg.mtu, masquerade: cfg.ipMasq, icc: cfg.icc, gateway: cfg.isGateway, hairpin: cfg.hairpin }),
+  };
+}
+
+/** The subnets of the network: the configured ranges (built-in IPAM), else those of the IPAM result's addresses. */
+function subnetsOf(cfg: BridgeConf, ips: readonly { prefix: Prefix; gateway: IpAddr | undefined }[]): SubnetAssignment[] {
+  if (cfg.ipam) {
+    const out: SubnetAssignment[] = [];
+    for (const r of cfg.ipam.ranges.flat()) if (!out.some((s) => s.subnet === r.subnet)) out.push({ subnet: r.subnet, gateway: r.gateway });
+    return out;
+  }
+  return ips.filter((i) => i.gateway !== undefined).map((i) => ({ subnet: prefixNetwork(i.prefix), gateway: i.gateway as IpAddr }));
+}
+
+/** IPAM routes (CNI `routes`) as the driver's routes: a route without `gw` goes through the gateway of its family. */
+function routesOf(routes: readonly Route[]): RouteSpec[] {
+  return routes.map((r, k) => {
+    const dst = prefixNetwork(parsePrefix(r.dst, `routes[${k}].dst`));
+    return { dst, ...(r.gw !== undefined ? { via: parseIpAddr(r.gw, `routes[${k}].gw`) } : {}), ...(r.priority !== undefined ? { metric: r.priority } : {}) };
+  });
 }
 
 export function createBridgePlugin(deps: CniDeps): Plugin {
   const log = deps.log.child({ plugin: 'tsnet-bridge' });
   const host = (): ReturnType<CniDeps['netlink']> => deps.netlink(deps.hostNs);
+  /** The one bridge data path (drivers/bridge), bound to the configuration's firewall backend. */
+  const driverFor = (cfg: BridgeConf): NetworkDriver =>
+    createBridgeDriver({ hostNs: deps.hostNs, netlink: deps.netlink, sysctl: deps.sysctl, firewall: deps.firewall(cfg.firewall), log: deps.log, randomHex: deps.randomHex, tc: deps.tc, withLock: (name, fn) => deps.withLock(`cni-${name}`, fn) });
 
-  const att = (req: Request): Attachment => ({ containerId: req.containerId, ifName: req.ifName });
-
-  async function store(req: Request, cfg: BridgeConf): Promise<HostLocalStore> {
-    return deps.openIpamStore(cfg.ipam?.dataDir, req.name);
-  }
-
-  /** Delegated IPAM: the same env and the whole configuration, as the spec says. */
-  async function delegate(req: Request, cfg: BridgeConf, verb: string): Promise<unknown> {
-    return deps.execPlugin(cfg.ipamType, verb, req.path, req.env, req.stdin);
-  }
-
-  /** Forwards STATUS/GC to a delegated IPAM that may predate them (the reference 1.1.1 does). */
-  async function delegateLenient(req: Request, cfg: BridgeConf, verb: string): Promise<void> {
-    try {
-      await delegate(req, cfg, verb);
-    } catch (err) {
-      if (err instanceof CniError && err.code === CNI_ERR.INCOMPATIBLE_VERSION) {
-        log.debug(`delegated ipam ${cfg.ipamType} does not implement ${verb} at ${req.cniVersion}`, {});
-        return;
-      }
-      throw err;
-    }
-  }
+  const addresses = addressFlow(deps, log);
 
   /**
-   * Creates the bridge, its gateway addresses, sysctls and firewall rules if the bridge is missing.
-   * When the bridge is there and up (every ADD but the first), it changes nothing and returns the
-   * gateway-address ops still to run, so the caller folds them into its own host batch (one ip
-   * round trip per ADD instead of three).
+   * A subnet or a bridge held by another CNI network whose last container is gone (its
+   * configuration renamed, say): that network's rules and bridge are tsnet's leftovers, so they go,
+   * and the ADD proceeds. A network that still serves containers keeps them: the error says so.
    */
-  async function ensureNetwork(req: Request, cfg: BridgeConf, subnets: readonly { subnet: Prefix; gateway: IpAddr }[], existingP?: Promise<Link | undefined>): Promise<NetlinkOp[]> {
-    const h = host();
-    const gwOps = (): NetlinkOp[] =>
-      cfg.isGateway ? subnets.map((s): NetlinkOp => ({ op: 'ensureAddr', dev: cfg.bridge, prefix: `${s.gateway}/${prefixLen(s.subnet)}` as Prefix, nodad: addrFamily(s.subnet) === 6 })) : [];
-    const existing = await (existingP ?? h.getLink(cfg.bridge));
-    if (existing && existing.kind !== 'bridge') throw new TsnetError('ALREADY_EXISTS', `bridge: ${cfg.bridge} exists and is a ${existing.kind ?? 'non-bridge'} interface`, { details: { field: 'bridge' } });
-    if (existing?.up) return gwOps();
-    return deps.withLock(`cni-net-${cniNetworkId(req.name)}`, async () => {
-      // Concurrent first ADDs all find the bridge missing; the first one sets the network up.
-      if ((await h.getLink(cfg.bridge))?.up) return gwOps();
-      // A MAC of its own (as the CNM bridge driver does): without one, the bridge takes its ports'
-      // lowest, which changes when that container leaves, and the others' ARP entries for the
-      // gateway then point at a MAC nobody owns until they expire (lost DNS and traffic for ~30 s).
-      const ops: NetlinkOp[] = [{ op: 'ensureBridge', name: cfg.bridge, mac: randomMac(deps.randomHex), ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) }, ...gwOps(), { op: 'setLink', name: cfg.bridge, changes: { up: true } }];
-      const failed = (await h.batch(ops)).find((r) => !r.ok);
-      if (failed && !failed.ok) throw failed.error;
-      const fams = new Set(subnets.map((s) => addrFamily(s.subnet)));
-      const sysctls: Record<string, number> = {};
-      if (fams.has(4)) {
-        sysctls['net.ipv4.ip_forward'] = 1;
-        sysctls[`net.ipv4.conf.${cfg.bridge.replaceAll('.', '/')}.route_localnet`] = 1;
+  async function reclaim(err: unknown, cfg: BridgeConf, spec: NetworkSpec): Promise<boolean> {
+    const owner = err instanceof TsnetError && err.code === 'ALREADY_EXISTS' ? err.details['owner'] : undefined;
+    if (typeof owner !== 'string' || !owner.startsWith('cni-') || owner === spec.id) return false;
+    const links = await host().listLinks();
+    const tag = formatOwnerTag({ scope: CNI_SCOPE, network: owner });
+    const bridge = links.find((l) => l.kind === 'bridge' && l.alias === tag);
+    const other: NetworkSpec = { ...spec, id: owner as NetworkId, name: owner, owner: { scope: CNI_SCOPE, network: owner } };
+    const driver = driverFor(cfg);
+    if (bridge !== undefined) {
+      const otherCfg = makeBridgeConfig({ bridge: bridge.name, masquerade: false, icc: true, gateway: true, hairpin: true });
+      if (!(await driver.isUnused?.(other, otherCfg))) {
+        throw new TsnetError('ALREADY_EXISTS', `${err instanceof Error ? err.message : String(err)}: CNI network ${owner} still has containers on ${bridge.name}; give this network another subnet`, { details: { field: 'ipam.ranges', owner } });
       }
-      if (fams.has(6)) sysctls['net.ipv6.conf.all.forwarding'] = 1;
-      await deps.sysctl(deps.hostNs).set(sysctls);
-      await deps.firewall(cfg.firewall).ensureNetwork({
-        networkId: cniNetworkId(req.name),
-        bridge: cfg.bridge,
-        subnets: subnets.map((s) => s.subnet),
-        masquerade: cfg.ipMasq,
-        internal: false,
-        icc: cfg.icc,
-      });
-      log.info('network ready', { network: req.name, bridge: cfg.bridge });
-      return [];
-    });
+      await driver.deleteNetwork(other, otherCfg);
+    } else {
+      await deps.firewall(cfg.firewall).removeNetwork(owner as NetworkId);
+    }
+    log.info('reclaimed what a CNI network no container uses any more held', { network: spec.name, from: owner });
+    return true;
   }
 
   async function add(req: Request): Promise<Result> {
     const cfg = parseBridgeConf(req.config);
-    deps.firewall(cfg.firewall);
+    const driver = driverFor(cfg);
     const prev = prevResult(req);
     const ports = parsePortMappings(req.config);
-    const bandwidth = parseBandwidth(req.config);
-    const mac = runtimeMac(req) ?? randomMac(deps.randomHex);
-    const requested = cfg.ipam ? requestedIps(req.config, req.args) : [];
+    const bw = parseBandwidth(req.config);
+    const dnsCap = parseDnsCapability(req.config);
+    const mac = runtimeMac(req);
     const dnsConf = parseDnsConf(req.config, req.name, cfg.isGateway);
     const netnsPath = req.netns as string;
     if (!(await deps.isNetns(netnsPath))) throw new CniError(CNI_ERR.INVALID_ENV, `CNI_NETNS: ${netnsPath} is not a network namespace`, 'invalid environment variable CNI_NETNS');
     const sandbox: NetnsRef = { kind: 'path', path: netnsPath };
     const ifName = req.ifName as IfName;
     const hostIf = hostVethName(req.name, req.containerId, req.ifName);
+    const ep = cniEndpointId(req.name, req.containerId, req.ifName);
     const undo = new UndoStack();
     let portsP: Promise<void> | undefined;
     // Start both ip helper processes (host, container) now, while IPAM runs, each with its first
     // read: the bridge, and whether CNI_IFNAME is free in the container.
-    const h = host();
-    const ctr = deps.netlink(sandbox);
-    const bridgeP = h.getLink(cfg.bridge);
-    bridgeP.catch(() => undefined);
-    const ifTakenP = ctr.getLink(ifName);
+    host().getLink(cfg.bridge).catch(() => undefined);
+    const ifTakenP = deps.netlink(sandbox).getLink(ifName);
     ifTakenP.catch(() => undefined);
     try {
       // 1. addresses
-      let ipamResult: Result;
-      if (cfg.ipam) {
-        const s = await store(req, cfg);
-        ipamResult = await ipamAdd(s, cfg.ipam, att(req), requested);
-        const known = ourAddresses(cfg.ipam, ipamResult);
-        undo.push('release addresses', () => ipamDel(s, att(req), known));
-      } else {
-        ipamResult = fromWire(await delegate(req, cfg, 'ADD'), `ipam ${cfg.ipamType} result`);
-        undo.push(`ipam ${cfg.ipamType} DEL`, () => delegate(req, cfg, 'DEL'));
-      }
-      const ips = (ipamResult.ips ?? []).map((ip, i) => {
-        const p = parsePrefix(ip.address, `ipam result ips[${i}].address`);
-        const gw = ip.gateway === undefined ? undefined : parseIpAddr(ip.gateway, `ipam result ips[${i}].gateway`);
-        return { prefix: p, gateway: gw };
-      });
-      if (ips.length === 0) throw new TsnetError('INVALID_CONFIG', `ipam: ${cfg.ipamType} returned no address`, { details: { field: 'ipam' } });
-      const subnets = cfg.ipam
-        ? cfg.ipam.ranges.flat().map((r) => ({ subnet: r.subnet, gateway: r.gateway }))
-        : ips.filter((i) => i.gateway !== undefined).map((i) => ({ subnet: prefixNetwork(i.prefix), gateway: i.gateway as IpAddr }));
+      const { result: ipamResult, ips } = await addresses.add(req, cfg, undo);
+      const subnets = subnetsOf(cfg, ips);
+      const { spec, config } = networkOf(req, cfg, subnets);
 
       // 2. published ports (independent of the data path: applied meanwhile)
       const mappings = toFirewallMappings(ports, ips.map((i) => prefixAddr(i.prefix)));
-      const ep = cniEndpointId(req.name, req.containerId, req.ifName);
-      portsP = mappings.length > 0 ? deps.firewall(cfg.firewall).ensurePorts({ endpointId: ep, networkId: cniNetworkId(req.name), bridge: cfg.bridge, mappings }) : Promise.resolve();
+      portsP = mappings.length > 0 ? driver.publish({ network: spec, config, endpointId: ep, mappings }) : Promise.resolve();
       portsP.catch(() => undefined);
-      if (mappings.length > 0) undo.push('remove ports', () => deps.firewall(cfg.firewall).removePorts(ep));
+      if (mappings.length > 0) undo.push('remove ports', () => driver.unpublish(ep));
+      if ((await ifTakenP) !== undefined) throw new TsnetError('ALREADY_EXISTS', `CNI_IFNAME: ${ifName} already exists in ${netnsPath}`, { details: { field: 'CNI_IFNAME' } });
 
-      // 3. the network
-      const [pendingGw, taken] = await Promise.all([ensureNetwork(req, cfg, subnets, bridgeP), ifTakenP]);
-      if (taken !== undefined) throw new TsnetError('ALREADY_EXISTS', `CNI_IFNAME: ${ifName} already exists in ${netnsPath}`, { details: { field: 'CNI_IFNAME' } });
-
-      // 4. the veth pair into the bridge (one host batch with the gateway addresses), then the
-      // addresses and routes inside
-      const hostMac = randomMac(deps.randomHex);
-      const hostOps: NetlinkOp[] = [
-        ...pendingGw,
-        { op: 'addVeth', name: hostIf, peer: ifName, peerNetns: sandbox, mac: hostMac, peerMac: mac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) },
-        { op: 'setLink', name: hostIf, changes: { master: cfg.bridge, up: true, ...(cfg.icc ? {} : { isolated: true }), ...(cfg.hairpin ? { hairpin: true } : {}) } },
-      ];
-      const hostResults = await h.batch(hostOps);
-      if (hostResults[pendingGw.length]?.ok === true) undo.push(`remove ${hostIf}`, () => h.removeLink(hostIf));
-      const hostFailed = hostResults.find((r) => !r.ok);
-      if (hostFailed && !hostFailed.ok) throw hostFailed.error;
-      const routes: Route[] = [];
-      if (cfg.isDefaultGateway) {
-        for (const i of ips) if (i.gateway !== undefined && !routes.some((r) => r.dst === DEFAULT_DST[addrFamily(i.prefix)])) routes.push({ dst: DEFAULT_DST[addrFamily(i.prefix)], gw: i.gateway });
-      }
-      for (const r of ipamResult.routes ?? []) if (!routes.some((x) => x.dst === r.dst)) routes.push(r);
-      const inside: NetlinkOp[] = [
-        ...ips.map((i): NetlinkOp => ({ op: 'addAddr', dev: ifName, prefix: i.prefix, nodad: addrFamily(i.prefix) === 6 })),
-        { op: 'setLink', name: ifName, changes: { up: true } },
-        ...routes.map((r, k): NetlinkOp => {
-          const dst = prefixNetwork(parsePrefix(r.dst, `routes[${k}].dst`));
-          const gw = r.gw !== undefined ? parseIpAddr(r.gw, `routes[${k}].gw`) : ips.find((i) => addrFamily(i.prefix) === addrFamily(dst))?.gateway;
-          const route: RouteSpec = { dst, dev: ifName, ...(gw !== undefined ? { via: gw } : {}), ...(r.priority !== undefined ? { metric: r.priority } : {}) };
-          return { op: 'ensureRoute', route };
-        }),
-      ];
-      const [results] = await Promise.all([ctr.batch(inside), portsP]);
-      const failed = results.find((r) => !r.ok);
-      if (failed && !failed.ok) throw failed.error;
-      if (bandwidth !== undefined) {
-        // Into the container: leaves the host end. Out of it: leaves the container end.
-        await Promise.all([
-          (bandwidth.ingressRate ?? 0) > 0 ? deps.tc(deps.hostNs).shape(hostIf, { rate: bandwidth.ingressRate ?? 0, burst: bandwidth.ingressBurst ?? 0 }) : undefined,
-          (bandwidth.egressRate ?? 0) > 0 ? deps.tc(sandbox).shape(ifName, { rate: bandwidth.egressRate ?? 0, burst: bandwidth.egressBurst ?? 0 }) : undefined,
-        ]);
-      }
+      // 3. the network (set up by the first ADD), the veth pair into it, addresses and routes inside
+      const joinReq: JoinRequest = {
+        network: spec, config, endpointId: ep, sandbox, ifName, hostIf, addresses: ips.map((i) => i.prefix),
+        defaultRoute: cfg.isDefaultGateway, routes: routesOf(ipamResult.routes ?? []), ensureNetwork: true,
+        ...(mac !== undefined ? { mac } : {}),
+        ...(bw !== undefined ? { bandwidth: bandwidthOf(bw) } : {}),
+      };
+      const joined = await driver.join(joinReq).catch(async (err: unknown) => {
+        if (!(await reclaim(err, cfg, spec))) throw err;
+        return driver.join(joinReq);
+      });
+      undo.push(`remove ${hostIf}`, () => driver.leave({ network: spec, config, endpointId: ep, sandbox, ifName, hostIf }));
+      await portsP;
       const resolver = await dnsAdd(deps, req, dnsConf, { addresses: ips.map((i) => prefixAddr(i.prefix)), subnets, undo });
       undo.commit();
 
       const base = prev?.interfaces?.length ?? 0;
+      const mtu = cfg.mtu !== undefined ? { mtu: cfg.mtu } : {};
       const interfaces: Interface[] = [
         ...(prev?.interfaces ?? []),
         { name: cfg.bridge },
-        { name: hostIf, mac: hostMac, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) },
-        { name: ifName, mac, sandbox: netnsPath, ...(cfg.mtu !== undefined ? { mtu: cfg.mtu } : {}) },
+        { name: hostIf, ...(joined.hostMac !== undefined ? { mac: joined.hostMac } : {}), ...mtu },
+        { name: ifName, ...(joined.mac !== undefined ? { mac: joined.mac } : {}), sandbox: netnsPath, ...mtu },
       ];
       const ipConfigs: IpConfig[] = [
         ...(prev?.ips ?? []),
         ...ips.map((i) => ({ address: i.prefix as string, ...(i.gateway !== undefined ? { gateway: i.gateway as string } : {}), interface: base + 2 })),
       ];
-      const dns = withResolver(mergeDns(cfg.dns, ipamResult.dns, req.config), resolver);
+      const routes: Route[] = (joined.routes ?? []).map((r) => ({ dst: r.dst, ...(r.via !== undefined ? { gw: r.via } : {}), ...(r.metric !== undefined ? { priority: r.metric } : {}) }));
+      const dns = withResolver(mergeDns(cfg.dns, ipamResult.dns, dnsCap), resolver);
       log.info('added', { container: req.containerId, ifName, hostIf, ips: ips.map((i) => i.prefix) });
       return {
         interfaces,
@@ -356,23 +284,21 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
 
   async function del(req: Request): Promise<void> {
     const cfg = parseBridgeConf(req.config);
+    const driver = driverFor(cfg);
     const prev = prevResult(req);
     const hostIf = hostVethName(req.name, req.containerId, req.ifName);
+    const ep = cniEndpointId(req.name, req.containerId, req.ifName);
+    const { spec, config } = networkOf(req, cfg, []);
     const steps = [
       // Deleting the host end deletes the pair; the container namespace need not exist.
-      { label: `veth ${hostIf}`, run: () => host().removeLink(hostIf) },
-      {
-        label: 'ipam',
-        run: async () => {
-          if (cfg.ipam) await ipamDel(await store(req, cfg), att(req), ourAddresses(cfg.ipam, prev));
-          else await delegate(req, cfg, 'DEL');
-        },
-      },
+      { label: `veth ${hostIf}`, run: () => driver.leave({ network: spec, config, endpointId: ep, sandbox: deps.hostNs, ifName: req.ifName as IfName, hostIf }) },
+      { label: 'ipam', run: () => addresses.del(req, cfg, prev) },
       { label: 'dns record', run: () => dnsDel(deps, req) },
     ];
-    if (parsePortMappings(req.config).length > 0 || prev === undefined) {
-      steps.unshift({ label: 'ports', run: () => deps.firewall(cfg.firewall).removePorts(cniEndpointId(req.name, req.containerId, req.ifName)) });
-    }
+    // Whatever the shape of the runtime's port mappings: DEL must not fail on its input.
+    // What ADD published, from the same runtimeConfig and prevResult's addresses, is removed by key
+    // (no search of every published port); the driver checks it is all still this endpoint's.
+    if (mayHavePortMappings(req.config) || prev === undefined) steps.unshift({ label: 'ports', run: () => driver.unpublish(ep, publishedAtAdd(req, prev, spec, config, ep)) });
     // Independent steps: run them at once (teardownAll semantics: every step runs, NOT_FOUND is done).
     await Promise.all(steps.map((st) => teardownAll([st]).then(() => undefined, (err: unknown) => err))).then((errs) => {
       const real = errs.filter((e): e is Error => e instanceof Error);
@@ -382,32 +308,23 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
 
   async function check(req: Request): Promise<void> {
     const cfg = parseBridgeConf(req.config);
+    const driver = driverFor(cfg);
     const prev = prevResult(req);
     if (prev === undefined) throw invalid('prevResult', 'missing (CHECK needs the result of ADD)');
-    const hostIf = hostVethName(req.name, req.containerId, req.ifName);
     const netnsPath = req.netns as string;
     if (!(await deps.isNetns(netnsPath))) throw new CniError(CNI_ERR.INVALID_ENV, `CNI_NETNS: ${netnsPath} is not a network namespace`, 'invalid environment variable CNI_NETNS');
-    const h = host();
-    const [br, veth] = await Promise.all([h.getLink(cfg.bridge), h.getLink(hostIf)]);
-    if (!br) throw new TsnetError('NOT_FOUND', `bridge ${cfg.bridge} is missing`, { details: { field: 'bridge' } });
-    if (!veth || veth.master !== cfg.bridge) throw new TsnetError('NOT_FOUND', `host interface ${hostIf} is ${veth ? `not a port of ${cfg.bridge}` : 'missing'}`);
     const ctrIdx = (prev.interfaces ?? []).findIndex((i) => i.name === req.ifName && i.sandbox !== undefined);
     if (ctrIdx < 0) throw invalid('prevResult.interfaces', `no interface ${req.ifName} with a sandbox`);
     const want = (prev.ips ?? []).filter((i) => i.interface === ctrIdx).map((i) => parsePrefix(i.address, 'prevResult.ips.address'));
-    let have: readonly { prefix: Prefix }[];
-    try {
-      have = await deps.netlink({ kind: 'path', path: netnsPath }).listAddrs(req.ifName as IfName);
-    } catch (err) {
-      if (isCode(err, 'NOT_FOUND')) throw new TsnetError('NOT_FOUND', `interface ${req.ifName} is missing in ${netnsPath}`, { cause: err });
-      throw err;
-    }
-    for (const p of want) {
-      if (!have.some((a) => a.prefix === p)) throw new TsnetError('NOT_FOUND', `address ${p} is missing on ${req.ifName} in ${netnsPath}`, { details: { field: 'ips' } });
-    }
-    if (cfg.ipam) await ipamCheck(await store(req, cfg), cfg.ipam, att(req), prev);
-    else await delegate(req, cfg, 'CHECK');
+    const { spec, config } = networkOf(req, cfg, []);
+    const problems = await driver.checkJoin?.({
+      network: spec, config, endpointId: cniEndpointId(req.name, req.containerId, req.ifName), sandbox: { kind: 'path', path: netnsPath },
+      ifName: req.ifName as IfName, hostIf: hostVethName(req.name, req.containerId, req.ifName), addresses: want, defaultRoute: false,
+    });
+    if (problems !== undefined && problems.length > 0) throw new TsnetError('NOT_FOUND', problems.join('; '), { details: { field: 'prevResult' } });
+    await addresses.check(req, cfg, prev);
     const fw = await deps.firewall(cfg.firewall).list();
-    if (cfg.firewall !== 'none' && !fw.networks.includes(cniNetworkId(req.name))) throw new TsnetError('NOT_FOUND', `firewall rules of network ${req.name} are missing`);
+    if (cfg.firewall !== 'none' && !fw.networks.includes(spec.id)) throw new TsnetError('NOT_FOUND', `firewall rules of network ${req.name} are missing`);
     if (toFirewallMappings(parsePortMappings(req.config), want.map(prefixAddr)).length > 0 && !fw.endpoints.includes(cniEndpointId(req.name, req.containerId, req.ifName))) {
       throw new TsnetError('NOT_FOUND', `published ports of ${req.containerId}/${req.ifName} are missing`, { details: { field: 'runtimeConfig.portMappings' } });
     }
@@ -415,44 +332,20 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
   }
 
   async function status(req: Request): Promise<void> {
-    const cfg = parseBridgeConf(req.config);
-    if (cfg.ipam) {
-      try {
-        await store(req, cfg);
-      } catch (err) {
-        throw new CniError(CNI_ERR.NOT_AVAILABLE, `ipam data directory unusable: ${err instanceof Error ? err.message : String(err)}`, 'plugin not available');
-      }
-    } else {
-      await delegateLenient(req, cfg, 'STATUS');
-    }
+    await addresses.status(req, parseBridgeConf(req.config));
   }
 
   async function gc(req: Request, valid: readonly Attachment[]): Promise<void> {
     const cfg = parseBridgeConf(req.config);
+    const driver = driverFor(cfg);
+    const { spec, config } = networkOf(req, cfg, []);
     const keepVeths = new Set(valid.map((a) => hostVethName(req.name, a.containerId, a.ifName)));
     const keepEps = new Set<string>(valid.map((a) => cniEndpointId(req.name, a.containerId, a.ifName)));
     const prefix = cniEndpointPrefix(req.name);
     const fw = deps.firewall(cfg.firewall);
-    const h = host();
     await teardownAll([
-      {
-        label: 'ipam',
-        run: async () => {
-          if (cfg.ipam) {
-            const released = await ipamGc(await store(req, cfg), valid);
-            if (released.length > 0) log.info('gc released addresses', { network: req.name, ips: released });
-          } else {
-            await delegateLenient(req, cfg, 'GC');
-          }
-        },
-      },
-      {
-        label: 'veths',
-        run: async () => {
-          const stale = (await h.listLinks()).filter((l) => l.master === cfg.bridge && /^veth[0-9a-f]{8}$/.test(l.name) && !keepVeths.has(l.name));
-          await teardownAll(stale.map((l) => ({ label: l.name, run: () => h.removeLink(l.name) })));
-        },
-      },
+      { label: 'ipam', run: () => addresses.gc(req, cfg, valid) },
+      { label: 'veths', run: async () => void (await driver.sweepEndpoints?.(spec, config, keepVeths)) },
       {
         label: 'ports',
         run: async () => {
@@ -468,21 +361,40 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
         },
       },
     ]);
+    // No attachment left: the network itself (its rules, and its bridge when tsnet made it) goes,
+    // under its lock, unless an ADD gave it a port meanwhile.
+    if (valid.length === 0) {
+      await deps.withLock(`cni-net-${spec.id}`, async () => {
+        if (await driver.isUnused?.(spec, config)) await driver.deleteNetwork(spec, config);
+      });
+    }
   }
 
   return { add, del, check, status, gc };
 }
 
-function mergeDns(conf: Dns | undefined, ipam: Dns | undefined, config: Readonly<Record<string, unknown>>): Dns | undefined {
-  const rc = config['runtimeConfig'];
-  const cap = isObj(rc) && isObj(rc['dns']) ? rc['dns'] : undefined;
-  const fromCap: Dns | undefined = cap
-    ? {
-        ...(Array.isArray(cap['servers']) ? { nameservers: cap['servers'] as string[] } : {}),
-        ...(Array.isArray(cap['searches']) ? { search: cap['searches'] as string[] } : {}),
-        ...(Array.isArray(cap['options']) ? { options: cap['options'] as string[] } : {}),
-      }
-    : undefined;
+function bandwidthOf(b: Bandwidth): { ingress?: Shape; egress?: Shape } {
+  return {
+    ...((b.ingressRate ?? 0) > 0 ? { ingress: { rate: b.ingressRate ?? 0, burst: b.ingressBurst ?? 0 } } : {}),
+    ...((b.egressRate ?? 0) > 0 ? { egress: { rate: b.egressRate ?? 0, burst: b.egressBurst ?? 0 } } : {}),
+  };
+}
+
+/**
+ * The `dns` capability, `runtimeConfig.dns` with `servers`, `searches` and `options` (go-cni:
+ * `Servers`, `Searches`, `Options`), as a result's dns. An empty or null list adds nothing.
+ */
+export function parseDnsCapability(config: Readonly<Record<string, unknown>>): Dns | undefined {
+  const cap = goPath(config, ['runtimeConfig', 'dns']);
+  if (cap === undefined) return undefined;
+  const d = parseInput(DnsCapabilitySchema, cap, 'runtimeConfig.dns');
+  const some = (v: readonly string[] | null | undefined): string[] | undefined => (v !== undefined && v !== null && v.length > 0 ? [...v] : undefined);
+  const [nameservers, search, options] = [some(d.servers), some(d.searches), some(d.options)];
+  const out: Dns = { ...(nameservers ? { nameservers } : {}), ...(search ? { search } : {}), ...(options ? { options } : {}) };
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+function mergeDns(conf: Dns | undefined, ipam: Dns | undefined, fromCap: Dns | undefined): Dns | undefined {
   const parts = [ipam, conf, fromCap].filter((d): d is Dns => d !== undefined);
   if (parts.length === 0) return undefined;
   return Object.assign({}, ...parts) as Dns;

@@ -4,9 +4,7 @@
  * CniError carrying the plugin's own code and message.
  */
 import { randomBytes } from 'node:crypto';
-import { access, constants } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { Argv, RunOptions, RunResult } from '../../sys/exec.js';
+import type { Run } from '../../sys/api.js';
 import { CNI_ERR, CniError } from './errors.js';
 
 export const randomHex = (n: number): string => randomBytes(n).toString('hex');
@@ -20,15 +18,8 @@ export interface PluginCall {
 }
 
 /** Resolves with the plugin's parsed stdout (undefined when empty). */
-export async function execPlugin(run: (argv: Argv, opts?: RunOptions) => Promise<RunResult>, c: PluginCall): Promise<unknown> {
-  let bin: string | undefined;
-  for (const dir of c.path) {
-    const candidate = join(dir, c.type);
-    if (await access(candidate, constants.X_OK).then(() => true, () => false)) {
-      bin = candidate;
-      break;
-    }
-  }
+export async function execPlugin(run: Run, findExecutable: (name: string, dirs: readonly string[]) => Promise<string | undefined>, c: PluginCall): Promise<unknown> {
+  const bin = await findExecutable(c.type, c.path);
   if (bin === undefined) throw new CniError(CNI_ERR.INVALID_CONFIG, `ipam.type: plugin ${JSON.stringify(c.type)} not found on CNI_PATH (${c.path.join(':')})`, 'failed to find plugin');
   let out: string;
   try {

@@ -6,9 +6,9 @@ import type { Logger } from '../../core/log.js';
 import type { NetnsRef } from '../../core/net.js';
 import type { Firewall } from '../../sys/firewall/api.js';
 import type { NetlinkFor, SysctlFor } from '../../sys/netlink/api.js';
-import type { CniDnsRegistry } from '../../sys/store/cni-attachments.js';
-import type { HostLocalStore } from '../../sys/store/host-local.js';
-import type { TcFor } from '../../sys/tc.js';
+import type { CniDnsRegistry } from '../../sys/store/api.js';
+import type { HostLocalStore } from '../../sys/store/api.js';
+import type { TcFor } from '../../sys/api.js';
 
 export interface CniDeps {
   /** The namespace the plugin runs in (the runtime's "host"). */
@@ -26,6 +26,8 @@ export interface CniDeps {
   openIpamStore(dataDir: string | undefined, network: string): Promise<HostLocalStore>;
   /** Runs `fn` holding a cross-process lock (kernel-released) named `name`. */
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  /** Is a process with this pid alive? (GC: temp files whose writer is gone are stale.) */
+  isAlive(pid: number): boolean;
   /** Is `path` a live network namespace? */
   isNetns(path: string): Promise<boolean>;
   /**

@@ -3,7 +3,7 @@ import { TsnetError } from '../../core/errors.js';
 import { nullLogger } from '../../core/log.js';
 import type { IpAddr, Prefix } from '../../core/net.js';
 import { UndoStack } from '../../core/undo.js';
-import type { CniAttachmentRecord, CniDnsRegistry } from '../../sys/store/cni-attachments.js';
+import type { CniAttachmentRecord, CniDnsRegistry } from '../../sys/store/api.js';
 import { attachmentNames, dnsAdd, dnsCheck, dnsDel, dnsGc, isDnsName, parseAliases, parseDnsConf, resolverOf, withResolver } from './dns.js';
 import { cniEndpointId } from './names.js';
 import type { Request } from './skel.js';
@@ -77,6 +77,7 @@ function fakeRegistry(daemon: boolean | 'slow'): CniDnsRegistry & { records: Map
     async ids(prefix: string) {
       return [...records.keys()].filter((k) => k.startsWith(prefix));
     },
+    removeStaleTemps: async () => [],
     async reload() {
       self.reloads++;
       if (daemon === 'slow') throw new TsnetError('UNAVAILABLE', 'no answer');

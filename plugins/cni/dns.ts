@@ -17,8 +17,9 @@
 import { TsnetError } from '../../core/errors.js';
 import { addrFamily, type IpAddr, type Prefix } from '../../core/net.js';
 import type { UndoStack } from '../../core/undo.js';
-import type { CniDnsRegistry } from '../../sys/store/cni-attachments.js';
+import type { CniDnsRegistry } from '../../sys/store/api.js';
 import type { CniDeps } from './deps.js';
+import { goField, goPath, isJsonObject as isObj } from './go-json.js';
 import { cniEndpointId, cniEndpointPrefix, cniNetworkId } from './names.js';
 import type { Attachment, Request } from './skel.js';
 import type { Dns } from './spec.js';
@@ -47,14 +48,13 @@ export interface DnsConf extends DnsDirs {
   readonly aliases: readonly string[];
 }
 
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 function invalid(field: string, why: string): TsnetError {
   return new TsnetError('INVALID_CONFIG', `${field}: ${why}`, { details: { field } });
 }
 
 function dir(config: Readonly<Record<string, unknown>>, key: string): string | undefined {
-  const v = config[key];
+  const v = goField(config, key);
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || !v.startsWith('/') || v.includes('\0')) throw invalid(key, `must be an absolute path, got ${JSON.stringify(v)}`);
   return v;
@@ -77,9 +77,8 @@ function nameList(raw: unknown, field: string, check: boolean): string[] {
 
 /** `runtimeConfig.aliases` for network `network` (either shape; see the header). */
 export function parseAliases(config: Readonly<Record<string, unknown>>, network: string): string[] | undefined {
-  const rc = config['runtimeConfig'];
-  const raw = isObj(rc) ? rc['aliases'] : undefined;
-  if (raw === undefined || raw === null) return undefined;
+  const raw = goPath(config, ['runtimeConfig', 'aliases'], 'nullable');
+  if (raw === undefined) return undefined;
   const field = 'runtimeConfig.aliases';
   if (Array.isArray(raw)) return nameList(raw, field, true);
   if (!isObj(raw)) throw invalid(field, 'must be an object {"<network name>": [names]} or a list of names');
@@ -98,9 +97,10 @@ export function parseAliases(config: Readonly<Record<string, unknown>>, network:
  * on the bridge's gateway, so DNS needs `isGateway`.
  */
 export function parseDnsConf(config: Readonly<Record<string, unknown>>, network: string, isGateway: boolean): DnsConf {
-  const flag = config['tsnetDns'];
+  const flag = goField(config, 'tsnetDns');
   if (flag !== undefined && typeof flag !== 'boolean') throw invalid('tsnetDns', `must be true or false, got ${JSON.stringify(flag)}`);
-  const caps = config['capabilities'];
+  // capabilities is a map: its keys (capability names) match exactly, as in libcni
+  const caps = goField(config, 'capabilities', 'nullable');
   const declared = isObj(caps) && caps['aliases'] === true;
   const aliases = parseAliases(config, network);
   const enabled = flag ?? (declared || aliases !== undefined);
@@ -197,9 +197,11 @@ export async function dnsDel(deps: Pick<CniDeps, 'dnsRegistry' | 'log'>, req: Re
 export async function dnsGc(deps: Pick<CniDeps, 'dnsRegistry' | 'log'>, req: Request, valid: readonly Attachment[]): Promise<string[]> {
   const reg = deps.dnsRegistry(parseDnsDirs(req.config));
   const keep = new Set<string>(valid.map((a) => cniEndpointId(req.name, a.containerId, a.ifName)));
-  const stale = (await reg.ids(cniEndpointPrefix(req.name))).filter((id) => !keep.has(id));
+  const prefix = cniEndpointPrefix(req.name);
+  const stale = (await reg.ids(prefix)).filter((id) => !keep.has(id));
   const removed: string[] = [];
   for (const id of stale) if (await reg.remove(id)) removed.push(id);
+  await reg.removeStaleTemps((id) => !id.startsWith(prefix) || keep.has(id));
   if (removed.length > 0) await reload(reg, deps, 'GC');
   return removed;
 }

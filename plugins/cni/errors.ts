@@ -33,14 +33,24 @@ export class CniError extends Error {
 }
 
 /**
- * Any error as a CniError. TsnetError codes map through core's CNI_CODE, except that UNAVAILABLE
- * (a lock not acquired, a helper process that died) is "try again later" (11) for every verb but
- * STATUS, where it means "plugin not available" (50).
+ * Any error as a CniError. TsnetError codes map through core's CNI_CODE (INVALID_CONFIG 7 whatever
+ * the errno behind it, IO_FAILURE 5), except that UNAVAILABLE (a lock not acquired, a helper
+ * process that died or timed out: transient) is "try again later" (11) for every verb but STATUS,
+ * where it means "plugin not available" (50); a tool that is not installed is not transient:
+ * internal error (999), or 50 for STATUS.
  */
 export function toCniError(err: unknown, verb: string): CniError {
   if (err instanceof CniError) return err;
+  if (err instanceof AggregateError) {
+    const first = err.errors.find((e) => e instanceof TsnetError || e instanceof CniError);
+    if (first !== undefined) {
+      const c = toCniError(first, verb);
+      return new CniError(c.code, err.message, c.msg, { cause: err });
+    }
+  }
   if (err instanceof TsnetError) {
-    const code = err.code === 'UNAVAILABLE' && verb !== 'STATUS' ? CNI_ERR.TRY_AGAIN : CNI_CODE[err.code];
+    const missingTool = err.code === 'UNAVAILABLE' && err.details['missingBinary'] === true;
+    const code = err.code !== 'UNAVAILABLE' ? CNI_CODE[err.code] : verb === 'STATUS' ? CNI_ERR.NOT_AVAILABLE : missingTool ? 999 : CNI_ERR.TRY_AGAIN;
     return new CniError(code, err.message, err.message.split(':')[0], { cause: err });
   }
   if (err instanceof AggregateError) return new CniError(999, err.message, 'teardown failed', { cause: err });

@@ -7,17 +7,18 @@
 import { TsnetError } from '../../core/errors.js';
 import type { CniDeps } from './deps.js';
 import { CNI_ERR, CniError } from './errors.js';
-import { ipamAdd, ipamCheck, ipamDel, ipamGc, ourAddresses, parseIpamConfig, requestedIps, type IpamConfig } from './ipam.js';
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, ourAddresses, parseIpamConfig, requestedIps, type IpamConfig } from './ipam.js';
 import type { Plugin, Request } from './skel.js';
+import { goField } from './go-json.js';
 import { fromWire, type Result } from './spec.js';
 
 function conf(req: Request): IpamConfig {
-  return parseIpamConfig(req.config['ipam']);
+  return parseIpamConfig(goField(req.config, 'ipam', 'nullable'));
 }
 
 function prev(req: Request): Result | undefined {
-  const p = req.config['prevResult'];
-  return p === undefined || p === null ? undefined : fromWire(p);
+  const p = goField(req.config, 'prevResult', 'nullable');
+  return p === undefined ? undefined : fromWire(p);
 }
 
 export function createIpamPlugin(deps: CniDeps): Plugin {
@@ -44,15 +45,19 @@ export function createIpamPlugin(deps: CniDeps): Plugin {
     },
     async status(req) {
       const cfg = conf(req);
+      let s: Awaited<ReturnType<CniDeps['openIpamStore']>>;
       try {
-        await store(req, cfg);
+        s = await store(req, cfg);
       } catch (err) {
         throw new CniError(CNI_ERR.NOT_AVAILABLE, `ipam data directory unusable: ${err instanceof Error ? err.message : String(err)}`, 'plugin not available');
       }
+      await ipamStatus(s, cfg).catch((err: unknown) => {
+        throw new CniError(CNI_ERR.NOT_AVAILABLE, err instanceof Error ? err.message : String(err), 'plugin not available');
+      });
     },
     async gc(req, valid) {
       const cfg = conf(req);
-      const released = await ipamGc(await store(req, cfg), valid);
+      const released = await ipamGc(await store(req, cfg), valid, deps.isAlive);
       if (released.length > 0) log.info('gc released addresses', { network: req.name, ips: released });
     },
   };

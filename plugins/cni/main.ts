@@ -16,7 +16,7 @@ import type { NetlinkFor } from '../../sys/netlink/api.js';
 import type { CniDeps } from './deps.js';
 import { dispatch, type Plugin } from './skel.js';
 
-export type PluginKind = 'bridge' | 'ipam' | 'portmap';
+export type PluginKind = 'bridge' | 'ipam' | 'portmap' | 'macvlan';
 
 function readStdin(): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -46,9 +46,9 @@ const dnsModules = () => Promise.all([import('../../sys/store/cni-attachments.js
  */
 export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
   const [
-    { execPlugin, randomHex }, { TsnetError }, { createJsonLogger, parseLogLevel }, { run },
+    { execPlugin, randomHex }, { TsnetError }, { createJsonLogger, parseLogLevel }, { run, findExecutable },
     { FIREWALL_BACKENDS }, { createIptablesFirewall }, { createNftablesFirewall }, { createNoneFirewall },
-    { createIproute2NetlinkFor }, { isNetnsFile }, { openHostLocalStore }, { abstractSocketLock, createLocker }, { createSysctlFor }, { createTcFor },
+    { createIproute2NetlinkFor }, { isNetnsFile, pidAlive }, { openHostLocalStore }, { abstractSocketLock, createLocker }, { createSysctlFor }, { createTcFor },
   ] = await Promise.all([
     import('./delegate.js'), import('../../core/errors.js'), import('../../core/log.js'), import('../../sys/exec.js'),
     import('../../sys/firewall/api.js'), import('../../sys/firewall/iptables.js'), import('../../sys/firewall/nftables.js'), import('../../sys/firewall/none.js'),
@@ -59,7 +59,8 @@ export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
   const log = o.log ?? createJsonLogger({ write: (l) => process.stderr.write(l), level: parseLogLevel(process.env['TSNET_CNI_LOG_LEVEL'], 'warn') });
   const netlink = o.netlink ?? createIproute2NetlinkFor({ log });
   const firewalls = new Map<string, Firewall>();
-  const fwDeps = { netns: HOST_NETNS, log };
+  const systemBus = process.env['DBUS_SYSTEM_BUS_ADDRESS'];
+  const fwDeps: FirewallDeps = { netns: HOST_NETNS, log, ...(systemBus !== undefined ? { systemBus } : {}) };
   const make = { nftables: createNftablesFirewall, iptables: createIptablesFirewall, none: () => createNoneFirewall() } as const satisfies Record<FirewallBackend, (d: FirewallDeps) => Firewall>;
   const locker = createLocker({ crossProcess: abstractSocketLock('tsnet-cni'), label: 'tsnet-cni' });
   const dnsRegistry: CniDeps['dnsRegistry'] = (dirs) => {
@@ -71,6 +72,7 @@ export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
       put: async (id, rec) => (await reg).put(id, rec),
       remove: async (id) => (await reg).remove(id),
       ids: async (prefix) => (await reg).ids(prefix),
+      removeStaleTemps: async (keep) => (await reg).removeStaleTemps(keep),
       reload: async (ms) => (await reg).reload(ms),
     };
   };
@@ -96,7 +98,8 @@ export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
     openIpamStore: (dataDir, network) => openHostLocalStore({ ...(dataDir !== undefined ? { dataDir } : {}), network }),
     withLock: (name, fn) => locker.withLock(name, fn),
     isNetns: isNetnsFile,
-    execPlugin: (type, verb, path, env, stdin) => execPlugin(run, { type, verb, path, env, stdin }),
+    isAlive: pidAlive,
+    execPlugin: (type, verb, path, env, stdin) => execPlugin(run, findExecutable, { type, verb, path, env, stdin }),
   };
 }
 
@@ -104,6 +107,7 @@ const FACTORIES = {
   bridge: async () => (await import('./bridge.js')).createBridgePlugin,
   ipam: async () => (await import('./ipam-plugin.js')).createIpamPlugin,
   portmap: async () => (await import('./portmap.js')).createPortmapPlugin,
+  macvlan: async () => (await import('./macvlan.js')).createMacvlanPlugin,
 } as const satisfies Record<PluginKind, () => Promise<(deps: CniDeps) => Plugin>>;
 
 const isKind = (k: string | undefined): k is PluginKind => k !== undefined && Object.hasOwn(FACTORIES, k);

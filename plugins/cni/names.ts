@@ -4,9 +4,10 @@
  * and endpoint owners. Also the `portMappings` capability → firewall mappings. Pure.
  */
 import { createHash } from 'node:crypto';
-import { TsnetError } from '../../core/errors.js';
-import { addrFamily, parseIpAddr, parsePort, parseProto, type EndpointId, type IfName, type IpAddr, type NetworkId } from '../../core/net.js';
+import { addrFamily, parseIpAddr, parseProto, type EndpointId, type IfName, type IpAddr, type NetworkId, type Port } from '../../core/net.js';
 import type { PortMapping } from '../../sys/firewall/api.js';
+import { goPath } from './go-json.js';
+import { parseInput, PortMappingsSchema } from './schema.js';
 
 const h = (s: string, n: number): string => createHash('sha256').update(s).digest('hex').slice(0, n);
 
@@ -14,6 +15,9 @@ const h = (s: string, n: number): string => createHash('sha256').update(s).diges
 export function hostVethName(network: string, containerId: string, ifName: string): IfName {
   return `veth${h(`${network}\0${containerId}\0${ifName}`, 8)}` as IfName;
 }
+
+/** The owner-tag scope of CNI networks (drivers/owner.ts): they are named by their configuration. */
+export const CNI_SCOPE = 'cni';
 
 const NETWORK_ID = /^[a-z0-9][a-z0-9_.-]{0,100}$/;
 /** The firewall owner of a CNI network: `cni-<name>` (lower case; a hash suffix when that changed it). */
@@ -33,8 +37,6 @@ export function cniEndpointId(network: string, containerId: string, ifName: stri
   return `${cniEndpointPrefix(network)}${h(`${containerId}\0${ifName}`, 20)}` as EndpointId;
 }
 
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-
 export interface PortSpec {
   readonly hostPort: number;
   readonly containerPort: number;
@@ -42,24 +44,30 @@ export interface PortSpec {
   readonly hostIp: IpAddr | undefined;
 }
 
-/** `runtimeConfig.portMappings`, validated (each field named on error). */
+const portMappingsOf = (config: Readonly<Record<string, unknown>>): unknown => goPath(config, ['runtimeConfig', 'portMappings'], 'nullable');
+
+/**
+ * `runtimeConfig.portMappings`, validated (each field named on error), with Go's key matching:
+ * go-cni (containerd, Kubernetes) sends `{"HostPort":8080,"ContainerPort":80,"Protocol":"tcp","HostIP":""}`.
+ */
 export function parsePortMappings(config: Readonly<Record<string, unknown>>): PortSpec[] {
-  const rc = config['runtimeConfig'];
-  const raw = isObj(rc) ? rc['portMappings'] : undefined;
-  if (raw === undefined || raw === null) return [];
   const field = 'runtimeConfig.portMappings';
-  if (!Array.isArray(raw)) throw new TsnetError('INVALID_CONFIG', `${field}: must be a list`, { details: { field } });
-  return raw.map((m: unknown, i) => {
-    const f = `${field}[${i}]`;
-    if (!isObj(m)) throw new TsnetError('INVALID_CONFIG', `${f}: must be an object`, { details: { field: f } });
-    const hostIp = m['hostIP'];
-    return {
-      hostPort: parsePort(m['hostPort'] as number, `${f}.hostPort`),
-      containerPort: parsePort(m['containerPort'] as number, `${f}.containerPort`),
-      protocol: parseProto((m['protocol'] ?? 'tcp') as string, `${f}.protocol`),
-      hostIp: hostIp === undefined || hostIp === '' ? undefined : parseIpAddr(hostIp as string, `${f}.hostIP`),
-    };
-  });
+  const list = parseInput(PortMappingsSchema, portMappingsOf(config), field) ?? [];
+  return list.map((m, i) => ({
+    hostPort: m.hostPort as Port,
+    containerPort: m.containerPort as Port,
+    protocol: parseProto(m.protocol ?? 'tcp', `${field}[${i}].protocol`),
+    hostIp: m.hostIP === undefined || m.hostIP === '' ? undefined : parseIpAddr(m.hostIP, `${field}[${i}].hostIP`),
+  }));
+}
+
+/**
+ * Whether the runtime passed any port mappings, whatever their shape: DEL removes the attachment's
+ * published ports then, and never fails on input (a malformed list still removes what ADD made).
+ */
+export function mayHavePortMappings(config: Readonly<Record<string, unknown>>): boolean {
+  const raw = portMappingsOf(config);
+  return raw !== undefined && !(Array.isArray(raw) && raw.length === 0);
 }
 
 /** Mappings to each container address of the host address's family (both families when none). */

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { TsnetError } from '../../core/errors.js';
+import { TsnetError, fsError } from '../../core/errors.js';
 import { CniError, toCniError } from './errors.js';
 import { dispatch, parseCniArgs, parseConfig, parseEnv, parseValidAttachments, type Plugin, type Request } from './skel.js';
 import { compareVersions, fromWire, toWire, type Result } from './spec.js';
@@ -112,7 +112,7 @@ t.test('dispatch: stdout carries only the result or the error object; exit statu
     const code = await dispatch({ env, readStdin: async () => stdin, write: (s) => void (out += s) }, async () => fakePlugin(calls));
     return { code, out, calls };
   };
-  const att = { CNI_CONTAINERID: 'c1', CNI_NETNS: '/n', CNI_IFNAME: 'eth0', CNI_ARGS: 'K=v' };
+  const att = { CNI_CONTAINERID: 'c1', CNI_NETNS: '/n', CNI_IFNAME: 'eth0', CNI_ARGS: 'IgnoreUnknown=1;K=v' };
   const add = await run({ CNI_COMMAND: 'ADD', ...att }, '{"cniVersion":"0.4.0","name":"n"}');
   t.equal(add.code, 0);
   t.equal((JSON.parse(add.out) as { cniVersion: string }).cniVersion, '0.4.0');
@@ -128,4 +128,30 @@ t.test('dispatch: stdout carries only the result or the error object; exit statu
   t.same(JSON.parse(ver.out), { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
   const bad = await run({ CNI_COMMAND: 'ADD', ...att }, '{"cniVersion":"9.0.0","name":"n"}');
   t.same([bad.code, (JSON.parse(bad.out) as { code: number; cniVersion: string }).code, bad.calls], [1, 1, []], 'plugin never loaded on bad input');
+});
+
+t.test('CNI_ARGS as the reference plugins read it: unknown keys only with IgnoreUnknown=1', async (t) => {
+  const base = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/n', CNI_IFNAME: 'eth0' };
+  t.same([...parseEnv({ ...base, CNI_ARGS: 'IP=10.0.0.5;K8S_POD_NAME=web;K8S_POD_NAMESPACE=default;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u;MAC=02:00:00:00:00:01' }).args.keys()].length, 6, 'the known keys');
+  t.throws(() => parseEnv({ ...base, CNI_ARGS: 'FOO=1' }), { code: 4, message: /CNI_ARGS: unknown argument FOO .*IgnoreUnknown=1/ }, 'unknown key: error 4 naming it');
+  t.throws(() => parseEnv({ ...base, CNI_ARGS: 'IgnoreUnknown=0;FOO=1;BAR=2' }), { code: 4, message: /unknown arguments FOO, BAR/ });
+  t.equal(parseEnv({ ...base, CNI_ARGS: 'IgnoreUnknown=1;FOO=1' }).args.get('FOO'), '1', 'IgnoreUnknown=1');
+  t.equal(parseEnv({ ...base, CNI_ARGS: 'IgnoreUnknown=TRUE;FOO=1' }).args.get('FOO'), '1', 'IgnoreUnknown=true, any case');
+  t.throws(() => parseEnv({ ...base, CNI_ARGS: 'IgnoreUnknown=yes;FOO=1' }), { code: 4, message: /IgnoreUnknown="yes": must be 1, 0, true or false/ });
+  t.same([...parseEnv({ ...base, CNI_COMMAND: 'STATUS', CNI_ARGS: 'FOO=1' }).args.keys()], [], 'not read for STATUS/GC');
+});
+
+t.test('error codes: 7 for bad configuration whatever the errno, 11 only for transient conditions, 5 for I/O', async (t) => {
+  const cases: [unknown, string, number][] = [
+    [fsError('ipam dataDir /dev/null/n', Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), 'dataDir'), 'ADD', 7],
+    [fsError('ipam dataDir /x', Object.assign(new Error('name too long'), { code: 'ENAMETOOLONG' }), 'dataDir'), 'ADD', 7],
+    [fsError('reserve 10.0.0.2', Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }), 'dataDir'), 'ADD', 5],
+    [fsError('reserve 10.0.0.2', Object.assign(new Error('read-only file system'), { code: 'EROFS' })), 'DEL', 5],
+    [new TsnetError('UNAVAILABLE', 'lock x: not acquired within 30000 ms'), 'ADD', 11],
+    [new TsnetError('UNAVAILABLE', 'lock x: not acquired within 30000 ms'), 'STATUS', 50],
+    [new TsnetError('UNAVAILABLE', 'nft: not installed or not on PATH', { details: { missingBinary: true } }), 'ADD', 999],
+    [new TsnetError('INVALID_CONFIG', 'mtu: must be an integer'), 'ADD', 7],
+    [new AggregateError([new TsnetError('IO_FAILURE', 'disk full')], 'teardown: disk full'), 'DEL', 5],
+  ];
+  for (const [err, verb, code] of cases) t.equal(toCniError(err, verb).code, code, `${(err as Error).message} (${verb}) -> ${code}`);
 });

@@ -13,6 +13,7 @@
  * for DEL.
  */
 import { CNI_ERR, CniError, errorJson, toCniError } from './errors.js';
+import { goField, isJsonObject as isObj } from './go-json.js';
 import { compareVersions, isSupported, LATEST, SUPPORTED_VERSIONS, toWire, type CniVersion, type Result } from './spec.js';
 
 export type Verb = 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC' | 'VERSION';
@@ -84,6 +85,29 @@ export function parseCniArgs(raw: string | undefined): Map<string, string> {
   return out;
 }
 
+/**
+ * The CNI_ARGS keys the plugins read or runtimes send by convention: the Kubernetes pod keys
+ * (containerd and CRI-O send them, with IgnoreUnknown=1), the `ips`/`mac` conventions, Podman's.
+ */
+export const KNOWN_CNI_ARGS = ['IgnoreUnknown', 'IP', 'MAC', 'K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID'] as const;
+
+/**
+ * As the reference plugins' types.LoadArgs: an unknown key is an error unless IgnoreUnknown is "1"
+ * or "true" (any case); IgnoreUnknown of another value is an error itself.
+ */
+export function checkCniArgs(args: Map<string, string>): Map<string, string> {
+  const ignore = args.get('IgnoreUnknown');
+  let lenient = false;
+  if (ignore !== undefined) {
+    const v = ignore.toLowerCase();
+    if (v === '1' || v === 'true') lenient = true;
+    else if (v !== '0' && v !== 'false') throw envError('CNI_ARGS', `IgnoreUnknown=${JSON.stringify(ignore)}: must be 1, 0, true or false`);
+  }
+  const unknown = [...args.keys()].filter((k) => !(KNOWN_CNI_ARGS as readonly string[]).includes(k));
+  if (unknown.length > 0 && !lenient) throw envError('CNI_ARGS', `unknown argument${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} (known: ${KNOWN_CNI_ARGS.join(', ')}; IgnoreUnknown=1 ignores others)`);
+  return args;
+}
+
 export interface ParsedEnv {
   readonly verb: Verb;
   readonly containerId: string;
@@ -119,12 +143,10 @@ export function parseEnv(env: Readonly<Record<string, string | undefined>>): Par
       throw envError('CNI_NETNS', 'missing');
     }
   }
-  const args = perAttachment ? parseCniArgs(env['CNI_ARGS']) : new Map<string, string>();
+  const args = perAttachment ? checkCniArgs(parseCniArgs(env['CNI_ARGS'])) : new Map<string, string>();
   const path = (env['CNI_PATH'] ?? '').split(':').filter((p) => p !== '');
   return { verb, containerId, ifName, netns, args, path };
 }
-
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 /** stdin → the configuration object, its version and network name. */
 export function parseConfig(stdin: string, verb: Verb): { config: Record<string, unknown>; cniVersion: CniVersion; name: string } {
@@ -135,7 +157,7 @@ export function parseConfig(stdin: string, verb: Verb): { config: Record<string,
     throw new CniError(CNI_ERR.DECODE, `network configuration on stdin: not JSON: ${err instanceof Error ? err.message : String(err)}`, 'decoding failure');
   }
   if (!isObj(raw)) throw new CniError(CNI_ERR.DECODE, 'network configuration on stdin: must be a JSON object', 'decoding failure');
-  const v = raw['cniVersion'];
+  const v = goField(raw, 'cniVersion');
   if (v === undefined || v === '') throw new CniError(CNI_ERR.INVALID_CONFIG, 'cniVersion: missing', 'invalid network configuration');
   if (typeof v !== 'string') throw new CniError(CNI_ERR.INVALID_CONFIG, 'cniVersion: must be a string', 'invalid network configuration');
   if (!isSupported(v)) {
@@ -144,23 +166,27 @@ export function parseConfig(stdin: string, verb: Verb): { config: Record<string,
   if (compareVersions(v, MIN_VERSION[verb]) < 0) {
     throw new CniError(CNI_ERR.INCOMPATIBLE_VERSION, `cniVersion: ${v} does not allow ${verb} (needs ${MIN_VERSION[verb]} or later)`, `config version does not allow ${verb}`);
   }
-  const name = raw['name'];
+  const name = goField(raw, 'name');
   if (typeof name !== 'string' || name === '') throw new CniError(CNI_ERR.INVALID_CONFIG, 'name: missing network name', 'invalid network configuration');
   if (!NETWORK_NAME.test(name)) throw new CniError(CNI_ERR.INVALID_CONFIG, `name: ${JSON.stringify(name)}: must be letters, digits, '_', '.', '-', starting with a letter or digit`, 'invalid network configuration');
+  // The name is a directory name (host-local's dataDir/<name>): a file name's limit.
+  if (Buffer.byteLength(name) > 255) throw new CniError(CNI_ERR.INVALID_CONFIG, `name: ${Buffer.byteLength(name)} bytes: at most 255 (it names the network's IPAM directory)`, 'invalid network configuration');
   return { config: raw, cniVersion: v, name };
 }
 
 /** `cni.dev/valid-attachments` of a GC request. */
 export function parseValidAttachments(config: Readonly<Record<string, unknown>>): Attachment[] {
-  const raw = config['cni.dev/valid-attachments'];
+  const raw = goField(config, 'cni.dev/valid-attachments', 'nullable');
   const field = 'cni.dev/valid-attachments';
   if (raw === undefined) return [];
   if (!Array.isArray(raw)) throw new CniError(CNI_ERR.INVALID_CONFIG, `${field}: must be a list`, 'invalid network configuration');
-  return raw.map((a, i) => {
-    if (!isObj(a) || typeof a['containerID'] !== 'string' || typeof a['ifname'] !== 'string') {
+  return raw.map((a: unknown, i) => {
+    const containerId = goField(a, 'containerID');
+    const ifName = goField(a, 'ifname');
+    if (typeof containerId !== 'string' || typeof ifName !== 'string') {
       throw new CniError(CNI_ERR.INVALID_CONFIG, `${field}[${i}]: must be {"containerID": string, "ifname": string}`, 'invalid network configuration');
     }
-    return { containerId: a['containerID'], ifName: a['ifname'] };
+    return { containerId, ifName };
   });
 }
 
@@ -168,7 +194,8 @@ function versionReply(stdin: string): string {
   let v: string = LATEST;
   try {
     const raw: unknown = JSON.parse(stdin);
-    if (isObj(raw) && typeof raw['cniVersion'] === 'string') v = raw['cniVersion'];
+    const cv = goField(raw, 'cniVersion');
+    if (typeof cv === 'string') v = cv;
   } catch {
     // VERSION without a configuration: answer for the latest
   }

@@ -4,9 +4,11 @@
  * Inside, a result is always the 1.x shape (`Result`). `toWire` writes it in the format of the
  * configuration's cniVersion (0.3.0/0.3.1/0.4.0 add `ips[].version`; 1.0.0 has no route
  * mtu/advmss/priority/table/scope and no interface socketPath/pciID), and `fromWire` reads a
- * `prevResult` of any supported version back into the 1.x shape.
+ * `prevResult` of any supported version back into the 1.x shape, its keys matched as a Go plugin
+ * matches them (./go-json.ts).
  */
 import { CniError } from './errors.js';
+import { goField, isJsonObject as isObj } from './go-json.js';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 export type CniVersion = (typeof SUPPORTED_VERSIONS)[number];
@@ -92,14 +94,12 @@ export function toWire(r: Result, version: CniVersion): Record<string, unknown> 
   return out;
 }
 
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-
 function bad(field: string, why: string): CniError {
   return new CniError(7, `${field}: ${why}`, `invalid ${field}`);
 }
 
 function str(o: Record<string, unknown>, k: string, field: string, required = false): string | undefined {
-  const v = o[k];
+  const v = goField(o, k);
   if (v === undefined) {
     if (required) throw bad(`${field}.${k}`, 'missing');
     return undefined;
@@ -108,13 +108,13 @@ function str(o: Record<string, unknown>, k: string, field: string, required = fa
   return v;
 }
 function num(o: Record<string, unknown>, k: string, field: string): number | undefined {
-  const v = o[k];
+  const v = goField(o, k);
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isInteger(v)) throw bad(`${field}.${k}`, 'must be an integer');
   return v;
 }
 function strList(o: Record<string, unknown>, k: string, field: string): string[] | undefined {
-  const v = o[k];
+  const v = goField(o, k, 'nullable');
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw bad(`${field}.${k}`, 'must be a list of strings');
   return v as string[];
@@ -163,8 +163,9 @@ export function parseRoutes(raw: unknown, field: string): Route[] | undefined {
 export function fromWire(raw: unknown, field = 'prevResult'): Result {
   if (!isObj(raw)) throw bad(field, 'must be an object');
   const out: { interfaces?: Interface[]; ips?: IpConfig[]; routes?: Route[]; dns?: Dns } = {};
-  if (raw['interfaces'] !== undefined) {
-    out.interfaces = objList(raw['interfaces'], `${field}.interfaces`, (x, f) =>
+  const interfaces = goField(raw, 'interfaces', 'nullable');
+  if (interfaces !== undefined) {
+    out.interfaces = objList(interfaces, `${field}.interfaces`, (x, f) =>
       defined({
         name: str(x, 'name', f, true) as string,
         mac: str(x, 'mac', f),
@@ -175,16 +176,17 @@ export function fromWire(raw: unknown, field = 'prevResult'): Result {
       }),
     );
   }
-  if (raw['ips'] !== undefined) {
-    out.ips = objList(raw['ips'], `${field}.ips`, (x, f) => {
+  const ips = goField(raw, 'ips', 'nullable');
+  if (ips !== undefined) {
+    out.ips = objList(ips, `${field}.ips`, (x, f) => {
       const address = str(x, 'address', f, true) as string;
       if (!/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(address)) throw bad(`${f}.address`, `${JSON.stringify(address)} is not an address in CIDR form`);
       return defined({ address, gateway: str(x, 'gateway', f), interface: num(x, 'interface', f) });
     });
   }
-  const routes = parseRoutes(raw['routes'], `${field}.routes`);
+  const routes = parseRoutes(goField(raw, 'routes', 'nullable'), `${field}.routes`);
   if (routes !== undefined) out.routes = routes;
-  const dns = parseDns(raw['dns'], `${field}.dns`);
+  const dns = parseDns(goField(raw, 'dns'), `${field}.dns`);
   if (dns !== undefined) out.dns = dns;
   return out;
 }

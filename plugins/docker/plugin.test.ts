@@ -10,13 +10,7 @@ import { readFileSync } from 'node:fs';
 import { TsnetError } from '../../core/errors.js';
 import { nullLogger } from '../../core/log.js';
 import { HOST_NETNS, type EndpointId, type NetworkId } from '../../core/net.js';
-import { createBridgeDriver } from '../../drivers/bridge/index.js';
-import { createIpam } from '../../ipam/allocator.js';
-import { createMemoryIpamStore } from '../../ipam/memory-store.js';
-import { createFakeFirewall } from '../../sys/firewall/fake.js';
-import { createFakeNetlink } from '../../sys/netlink/fake.js';
-import { createMemoryStore } from '../../sys/store/memory.js';
-import { seededHex } from '../../test/helpers/cnm-world.js';
+import { makeWorld, seededHex } from '../../test/helpers/cnm-world.js';
 import { createDispatcher, type DispatchResult } from './dispatch.js';
 import { createDockerIpam } from './ipam-driver.js';
 import { createDockerNetworkDriver } from './network-driver.js';
@@ -30,21 +24,18 @@ interface Recorded {
 const SESSION = JSON.parse(readFileSync(new URL('../../test/golden/docker-plugin/dockerd-20.10-session.json', import.meta.url), 'utf8')) as { calls: Recorded[] };
 
 function world() {
-  const kernel = createFakeNetlink();
-  const firewall = createFakeFirewall();
-  const store = createMemoryStore();
-  const ipamStore = createMemoryIpamStore();
-  const ipam = createIpam({ store: ipamStore, hostRoutes: async () => [], ulaSeed: 'test' });
+  const cnm = makeWorld();
+  const { kernel, firewall, ipam, state } = cnm;
   const randomHex = seededHex();
-  let draws = 0;
-  const driver = createBridgeDriver({ hostNs: HOST_NETNS, netlink: kernel.netlinkFor, sysctl: kernel.sysctlFor, firewall, log: nullLogger, randomHex });
-  const network = createDockerNetworkDriver({ driver, store, log: nullLogger, randomHex, randomInt: (n) => draws++ % n });
+  const network = createDockerNetworkDriver({ controller: cnm.controller, driver: 'bridge', log: nullLogger, randomHex });
   const dockerIpam = createDockerIpam({ ipam, log: nullLogger, randomHex });
   const dispatch = createDispatcher({ network, ipam: dockerIpam }, nullLogger);
   const call = (path: string, body: unknown = ''): Promise<DispatchResult> => dispatch(path, typeof body === 'string' ? body : JSON.stringify(body));
   const hostLinks = async (): Promise<string[]> => (await kernel.netlinkFor(HOST_NETNS).listLinks()).map((l) => l.name as string).filter((n) => n !== 'lo').sort();
-  const records = async (name: string): Promise<string[]> => (await store.collection({ name, version: 1, schema: { safeParse: (v: unknown) => ({ success: true, data: v }) } as never }).list()).entries.map((e) => e.id);
-  return { kernel, firewall, store, ipam, network, dispatch, call, hostLinks, records };
+  // Docker's networks and endpoints are the controller's door records.
+  const records = async (name: 'docker-networks' | 'docker-endpoints'): Promise<string[]> =>
+    name === 'docker-networks' ? (await state.networks.list()).filter((n) => n.door === 'docker').map((n) => n.id) : (await state.endpoints.list()).filter((e) => e.door === 'docker').map((e) => e.id);
+  return { kernel, firewall, ipam, network, dispatch, call, hostLinks, records, controller: cnm.controller };
 }
 
 const NET = 'c6074ca84c1d54e21537475799799b37b3cc6ea5e8ed5af86115dcdb294b4410';
@@ -202,7 +193,7 @@ t.test('rollback: a failing kernel or firewall leaves no record, link or rule', 
   w.firewall.failNext('UNAVAILABLE', 'ensureNetwork');
   const pool = (await w.call('/IpamDriver.RequestPool', { Pool: '10.77.0.0/24', V6: false })).body['PoolID'] as string;
   const r = await w.call('/NetworkDriver.CreateNetwork', { NetworkID: NET, IPv4Data: [{ Pool: '10.77.0.0/24', Gateway: '10.77.0.1/24' }] });
-  t.match(r.body, { Err: /create network c6074ca84c1d/ });
+  t.match(r.body, { Err: /create network docker-c6074ca84c1d/ });
   t.same(await w.hostLinks(), [], 'bridge removed');
   t.same(await w.records('docker-networks'), [], 'record removed');
 
@@ -229,7 +220,7 @@ t.test('rollback: a failing kernel or firewall leaves no record, link or rule', 
   const eph = await w.call('/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET, EndpointID: EP2, Options: { 'com.docker.network.portmap': [{ Proto: 6, Port: 80, HostPort: 0 }] } });
   t.same(eph.body, {}, 'HostPort 0: an ephemeral port is picked');
   const got = w.firewall.ports().get(EP2 as EndpointId)?.[0]?.hostPorts.start ?? 0;
-  t.ok(got >= 49153 && got <= 60999, `ephemeral port ${got}`);
+  t.ok(got >= 32768 && got <= 60999, `ephemeral port ${got} from the kernel's local port range, as for every door`);
   t.same((await w.call('/NetworkDriver.RevokeExternalConnectivity', { NetworkID: NET, EndpointID: EP2 })).body, {});
   t.notOk(w.firewall.ports().has(EP2 as EndpointId), 'revoked');
   void pool;
@@ -270,7 +261,7 @@ t.test('restore re-creates a bridge that vanished (plugin or host restart)', asy
   const w = world();
   await makeNetwork(w, '10.77.0.0/24');
   await w.kernel.netlinkFor(HOST_NETNS).removeLink('br-c6074ca84c1d' as never);
-  t.same(await w.network.restore(), [NET]);
+  t.same(await w.network.restore(), ['docker-c6074ca84c1d'], 'by name');
   t.same(await w.hostLinks(), ['br-c6074ca84c1d']);
   t.same(await w.network.restore(), [], 'nothing to do the second time');
 });

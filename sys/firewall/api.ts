@@ -66,10 +66,21 @@ export interface EndpointPorts {
   readonly networkId: NetworkId;
   readonly bridge: IfName;
   readonly mappings: readonly PortMapping[];
+  /**
+   * The bridge is not one of tsnet's networks (tsnet-portmap after the reference `bridge` CNI
+   * plugin), so no network's rules masquerade this endpoint's 127.0.0.1 and hairpin flows: the
+   * endpoint owns those masquerades itself, for DNATed flows from 127.0.0.0/8 and from `subnets`
+   * (the container's own subnets). The caller sets route_localnet on the bridge.
+   */
+  readonly foreignBridge?: { readonly subnets: readonly Prefix[] };
 }
 
 export interface FirewallCallOptions {
   readonly signal?: AbortSignal;
+}
+
+export interface RemovePortsOptions extends FirewallCallOptions {
+  readonly published?: EndpointPorts;
 }
 
 export interface FirewallListing {
@@ -77,16 +88,25 @@ export interface FirewallListing {
   readonly networks: NetworkId[];
   /** Endpoints with published ports in the kernel, sorted. */
   readonly endpoints: EndpointId[];
+  /**
+   * Networks whose traffic another firewall on the host drops because tsnet's let-through rules in
+   * that firewall's chains are missing (Docker's DOCKER-USER, or FORWARD under a drop policy set
+   * after the network was made, or rules someone deleted); sorted, present only when not empty.
+   * ensureNetwork puts them back.
+   */
+  readonly blocked?: NetworkId[];
 }
 
 export interface Firewall {
   readonly backend: FirewallBackend;
   /**
-   * Creates or replaces the network's rules (idempotent). INVALID_CONFIG for bad input (nothing
-   * applied); ALREADY_EXISTS if the bridge or a subnet belongs to another network.
+   * Creates or replaces the network's rules (idempotent), and lets its bridge through the host's
+   * other firewalls where they would drop its traffic (Docker's DOCKER-USER or a dropping iptables
+   * FORWARD chain: host-chains.ts; firewalld's zones: firewalld.ts). INVALID_CONFIG for bad input
+   * (nothing applied); ALREADY_EXISTS if the bridge or a subnet belongs to another network.
    */
   ensureNetwork(p: NetworkPolicy, opts?: FirewallCallOptions): Promise<void>;
-  /** Removes everything the network owns; succeeds if there is nothing. */
+  /** Removes everything the network owns, in other firewalls too; succeeds if there is nothing. */
   removeNetwork(id: NetworkId, opts?: FirewallCallOptions): Promise<void>;
   /**
    * Publishes the endpoint's mappings. Additive and idempotent: mappings already present with the
@@ -96,8 +116,13 @@ export interface Firewall {
    * number of mappings already published (nftables).
    */
   ensurePorts(p: EndpointPorts, opts?: FirewallCallOptions): Promise<void>;
-  /** Removes every mapping the endpoint owns, found in the kernel by owner; succeeds if none. */
-  removePorts(id: EndpointId, opts?: FirewallCallOptions): Promise<void>;
+  /**
+   * Removes every mapping the endpoint owns, found in the kernel by owner; succeeds if none. With
+   * `published` (what ensurePorts was given for it, from the endpoint's record), those mappings are
+   * looked up by key and removed if they are all still the endpoint's (nftables: O(1), not a read of
+   * every published port); otherwise, or if it finds less, the full search by owner.
+   */
+  removePorts(id: EndpointId, opts?: RemovePortsOptions): Promise<void>;
   /** What tsnet owns, read from the kernel. */
   list(opts?: FirewallCallOptions): Promise<FirewallListing>;
   /** Drops everything tsnet owns (never the contents of the iptables user chain). */
@@ -118,5 +143,24 @@ export interface FirewallDeps {
    * Default "tsnet". Lowercase letter, then up to 11 lowercase letters, digits or '_'.
    */
   readonly name?: string;
+  /**
+   * The D-Bus system bus address (DBUS_SYSTEM_BUS_ADDRESS, read by the composition root), where
+   * firewalld is looked for; default unix:path=/run/dbus/system_bus_socket.
+   */
+  readonly systemBus?: string;
 }
 
+/** A watch on the kernel's ruleset (monitor.ts): rules, chains, sets or tables taken away. */
+export interface RulesetMonitor {
+  close(): Promise<void>;
+}
+
+export interface RulesetWatchOptions {
+  /** Called once per quiet period after something that can hold tsnet's rules went away. */
+  readonly onLoss: () => void;
+  readonly debounceMs?: number;
+  readonly log?: Logger;
+}
+
+/** Starts a watch in the namespace the function is bound to. */
+export type WatchRuleset = (opts: RulesetWatchOptions) => RulesetMonitor;

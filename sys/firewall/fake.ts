@@ -27,6 +27,8 @@ export type FirewallOp = 'ensureNetwork' | 'removeNetwork' | 'ensurePorts' | 're
 export interface FirewallCall {
   readonly op: FirewallOp;
   readonly arg?: unknown;
+  /** removePorts: what the caller said was published. */
+  readonly published?: EndpointPorts;
 }
 
 export interface FakeFirewall extends Firewall {
@@ -45,8 +47,8 @@ export function createFakeFirewall(opts: { readonly backend?: FirewallBackend } 
   const nets = new Map<NetworkId, NetworkPolicy>();
   const ports = new Map<EndpointId, DnatRule[]>();
 
-  const enter = (op: FirewallOp, arg?: unknown): void => {
-    calls.push(arg === undefined ? { op } : { op, arg });
+  const enter = (op: FirewallOp, arg?: unknown, published?: EndpointPorts): void => {
+    calls.push({ op, ...(arg === undefined ? {} : { arg }), ...(published === undefined ? {} : { published }) });
     const i = failures.findIndex((f) => f.op === undefined || f.op === op);
     if (i >= 0) {
       const [f] = failures.splice(i, 1);
@@ -69,10 +71,10 @@ export function createFakeFirewall(opts: { readonly backend?: FirewallBackend } 
       const masq = (x: NetworkPolicy): Prefix[] => (x.masquerade && !x.internal ? [...x.subnets] : []);
       for (const [id, other] of nets) {
         if (id === v.networkId) continue;
-        if (other.bridge === v.bridge) throw new TsnetError('ALREADY_EXISTS', `ensure network ${v.networkId}: bridge ${v.bridge} is used by network ${id}`);
+        if (other.bridge === v.bridge) throw new TsnetError('ALREADY_EXISTS', `ensure network ${v.networkId}: bridge ${v.bridge} is used by network ${id}`, { details: { field: 'bridge', value: v.bridge, owner: id } });
         for (const s of masq(v)) {
           const o = masq(other).find((x) => addrFamily(x) === addrFamily(s) && prefixesOverlap(x, s));
-          if (o) throw new TsnetError('ALREADY_EXISTS', `ensure network ${v.networkId}: subnet ${s} overlaps ${o} of network ${id}`);
+          if (o) throw new TsnetError('ALREADY_EXISTS', `ensure network ${v.networkId}: subnet ${s} overlaps ${o} of network ${id}`, { details: { field: 'subnets', value: s, owner: id } });
         }
       }
       nets.set(v.networkId, v);
@@ -97,8 +99,8 @@ export function createFakeFirewall(opts: { readonly backend?: FirewallBackend } 
       if (add.length > 0) ports.set(v.endpointId, [...(ports.get(v.endpointId) ?? []), ...add]);
     },
 
-    async removePorts(id) {
-      enter('removePorts', id);
+    async removePorts(id, opts = {}) {
+      enter('removePorts', id, opts.published);
       ports.delete(id);
     },
 

@@ -11,6 +11,8 @@ export interface HostRules {
   readonly nftError?: string;
   /** `iptables-legacy-save`, when that binary exists and works. */
   readonly legacyRules?: string;
+  /** `iptables-save -t filter` / `ip6tables-save -t filter` (the host's alternative: nft or legacy), where they work. */
+  readonly iptables: { readonly 4?: string; readonly 6?: string };
 }
 
 async function output(argv: Argv): Promise<{ ok: string } | { err: string }> {
@@ -21,10 +23,16 @@ async function output(argv: Argv): Promise<{ ok: string } | { err: string }> {
 }
 
 export async function readHostRules(ns: NetnsRef): Promise<HostRules> {
-  const [nft, legacy] = await Promise.all([output(inNetns(ns, ['nft', 'list', 'ruleset'])), output(inNetns(ns, ['iptables-legacy-save']))]);
+  const [nft, legacy, v4, v6] = await Promise.all([
+    output(inNetns(ns, ['nft', 'list', 'ruleset'])),
+    output(inNetns(ns, ['iptables-legacy-save'])),
+    output(inNetns(ns, ['iptables-save', '-t', 'filter'])),
+    output(inNetns(ns, ['ip6tables-save', '-t', 'filter'])),
+  ]);
   return {
     nftRuleset: 'ok' in nft ? nft.ok : undefined,
     ...('err' in nft ? { nftError: nft.err } : {}),
     ...('ok' in legacy ? { legacyRules: legacy.ok } : {}),
+    iptables: { ...('ok' in v4 ? { 4: v4.ok } : {}), ...('ok' in v6 ? { 6: v6.ok } : {}) },
   };
 }

@@ -47,11 +47,13 @@ COMMIT
 :TSNET-FORWARD - [0:0]
 :TSNET-FWD-IN - [0:0]
 :TSNET-FWD-OUT - [0:0]
+:TSNET-INTERNAL - [0:0]
 :TSNET-USER - [0:0]
 -A FORWARD -m comment --comment tsnet -j TSNET-USER
 -A FORWARD -m comment --comment tsnet -j TSNET-FORWARD
 -A FORWARD -i eth9 -m comment --comment "someone else's rule" -j ACCEPT
 -A TSNET-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tsnet -j ACCEPT
+-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-INTERNAL
 -A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-IN
 -A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-OUT
 -A TSNET-FWD-IN -i tsbr0 -o tsbr0 -m comment --comment "tsnet:net:net1" -j ACCEPT
@@ -84,6 +86,7 @@ COMMIT
 function fakeExec(reply: (argv: readonly string[], input: string | undefined, i: number) => RunResult | Error) {
   const calls: { argv: readonly string[]; input: string | undefined }[] = [];
   const exec = async (argv: Argv, opts: RunOptions): Promise<RunResult> => {
+    if (argv[0] === 'dbus-send') throw new Error('org.freedesktop.DBus.Error.ServiceUnknown'); // no firewalld, even where a system bus runs
     const input = opts.input === undefined ? undefined : String(opts.input);
     calls.push({ argv, input });
     const r = reply(argv, input, calls.length - 1);
@@ -103,7 +106,7 @@ t.test('tokenize and parseSave', async (t) => {
   t.same(tokenize('-A X -m comment --comment "a b\\"c" -j ACCEPT'), ['-A', 'X', '-m', 'comment', '--comment', 'a b"c', '-j', 'ACCEPT']);
   t.same(tokenize('  -A  X   ""  y'), ['-A', 'X', '', 'y']);
   const s = parseSave(SAVED);
-  t.same([...(s.chains.get('filter') ?? [])].sort(), ['FORWARD', 'INPUT', 'OUTPUT', 'TSNET-FORWARD', 'TSNET-FWD-IN', 'TSNET-FWD-OUT', 'TSNET-USER']);
+  t.same([...(s.chains.get('filter') ?? [])].sort(), ['FORWARD', 'INPUT', 'OUTPUT', 'TSNET-FORWARD', 'TSNET-FWD-IN', 'TSNET-FWD-OUT', 'TSNET-INTERNAL', 'TSNET-USER']);
   t.notOk(s.rules.some((r) => r.comment === 'tsnet:ep:not-in-a-table-we-read'), 'tables other than raw/filter/nat are ignored');
   t.equal(s.rules.filter((r) => r.comment === 'tsnet:net:net1').length, 7);
   t.equal(s.rules.find((r) => r.chain === 'FORWARD' && r.spec.includes('eth9'))?.comment, "someone else's rule");
@@ -143,7 +146,7 @@ t.test('skeletonFix converges and never flushes the user chain', async (t) => {
   const saved = parseSave(SAVED);
   t.same(skeletonFix(N, 4, saved), [], 'complete skeleton: nothing to do');
   const empty = skeletonFix(N, 4, EMPTY).map((l) => l.line);
-  t.same(empty.filter((l) => l.startsWith('-N')), ['-N TSNET-USER', '-N TSNET-FORWARD', '-N TSNET-FWD-IN', '-N TSNET-FWD-OUT', '-N TSNET-DNAT', '-N TSNET-POSTROUTING', '-N TSNET-PREROUTING'], 'chains created with -N, never declared with :CHAIN');
+  t.same(empty.filter((l) => l.startsWith('-N')), ['-N TSNET-USER', '-N TSNET-FORWARD', '-N TSNET-FWD-IN', '-N TSNET-FWD-OUT', '-N TSNET-INTERNAL', '-N TSNET-DNAT', '-N TSNET-POSTROUTING', '-N TSNET-PREROUTING'], 'chains created with -N, never declared with :CHAIN');
   t.same(empty.filter((l) => l.startsWith('-I FORWARD')), ['-I FORWARD 1 -m comment --comment tsnet -j TSNET-FORWARD', '-I FORWARD 1 -m comment --comment tsnet -j TSNET-USER'], 'user chain jump ends up first');
   // someone inserted a rule above our jumps and duplicated a nat jump
   const moved = parseSave(
@@ -161,7 +164,7 @@ t.test('skeletonFix converges and never flushes the user chain', async (t) => {
     '-D POSTROUTING -m comment --comment tsnet -j TSNET-POSTROUTING',
   ]);
   const gutted = parseSave(SAVED.replace('-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-OUT\n', ''));
-  t.same(skeletonFix(N, 4, gutted).map((l) => l.line), ['-F TSNET-FORWARD', '-A TSNET-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tsnet -j ACCEPT', '-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-IN', '-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-OUT'], 'own skeleton chain refilled');
+  t.same(skeletonFix(N, 4, gutted).map((l) => l.line), ['-F TSNET-FORWARD', '-A TSNET-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tsnet -j ACCEPT', '-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-INTERNAL', '-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-IN', '-A TSNET-FORWARD -m comment --comment tsnet -j TSNET-FWD-OUT'], 'own skeleton chain refilled');
   for (const s of [EMPTY, saved, moved, gutted]) t.notOk(skeletonFix(N, 4, s).some((l) => /^-[FXD] TSNET-USER\b|^-A TSNET-USER/.test(l.line)), 'the user chain is never flushed or edited');
 });
 
@@ -179,7 +182,7 @@ t.test('replaceOwned / removeAllLines', async (t) => {
   t.notOk(all.some((l) => l.includes('TSNET-USER -s') || /^-[FX] TSNET-USER/.test(l)), 'the user chain and its rules survive removeAll');
   t.ok(all.includes('-D FORWARD -m comment --comment tsnet -j TSNET-USER'), 'its jump is ours and goes');
   t.notOk(all.some((l) => l.includes('eth9')), "other people's rules stay");
-  t.same(all.filter((l) => l.startsWith('-X')), ['-X TSNET-FORWARD', '-X TSNET-FWD-IN', '-X TSNET-FWD-OUT', '-X TSNET-DNAT', '-X TSNET-POSTROUTING', '-X TSNET-PREROUTING']);
+  t.same(all.filter((l) => l.startsWith('-X')), ['-X TSNET-FORWARD', '-X TSNET-FWD-IN', '-X TSNET-FWD-OUT', '-X TSNET-INTERNAL', '-X TSNET-DNAT', '-X TSNET-POSTROUTING', '-X TSNET-PREROUTING']);
   t.same(removeAllLines(N, EMPTY), [], 'nothing there: nothing to do');
 });
 

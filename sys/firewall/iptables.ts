@@ -4,13 +4,18 @@
  *
  *   filter FORWARD     -j TSNET-USER (first; created if absent, never flushed or edited by tsnet)
  *                      -j TSNET-FORWARD (second)
- *   filter TSNET-FORWARD   established/related ACCEPT, -j TSNET-FWD-IN, -j TSNET-FWD-OUT
+ *   filter TSNET-FORWARD   established/related ACCEPT, -j TSNET-INTERNAL, -j TSNET-FWD-IN,
+ *                          -j TSNET-FWD-OUT: a verdict for every packet in or out of a tsnet bridge
+ *   filter TSNET-INTERNAL  per internal network, `-i BRIDGE ! -o BRIDGE` DROP: first, so nothing
+ *                          leaves an internal bridge, not even DNATed to another network's port
  *   filter TSNET-FWD-IN    per network, `-o BRIDGE`: same bridge (icc), DNATed ACCEPT, else DROP
- *   filter TSNET-FWD-OUT   per network, `-i BRIDGE`: ACCEPT (or DROP when internal)
+ *   filter TSNET-FWD-OUT   per network, `-i BRIDGE`: ACCEPT (egress)
+ *   filter DOCKER-USER     where Docker's FORWARD policy drops: per network `-i/-o BRIDGE -j
+ *                          TSNET-FORWARD` (host-chains.ts), since Docker puts its user chain first
  *   nat PREROUTING/OUTPUT  -m addrtype --dst-type LOCAL -j TSNET-DNAT
  *   nat TSNET-DNAT         per mapping DNAT (a range is ONE rule, shifted ranges use the DNAT
  *                          port offset `ip:9000-9100/8000`)
- *   nat POSTROUTING        -j TSNET-POSTROUTING (masquerade, hairpin, 127.0.0.0/8)
+ *   nat POSTROUTING        -j TSNET-POSTROUTING (first; masquerade, hairpin, 127.0.0.0/8)
  *   raw PREROUTING         -j TSNET-PREROUTING (drop packets to loopback not from lo)
  *
  * Every rule tsnet writes carries `-m comment --comment OWNER`: "tsnet" for the skeleton,
@@ -29,6 +34,7 @@ import {
   prefixesOverlap,
   type EndpointId,
   type Family,
+  type IfName,
   type IpAddr,
   type NetworkId,
   type Port,
@@ -48,8 +54,11 @@ import {
   validateNetworkPolicy,
   type BaseRule,
   type DnatRule,
+  type EndpointNatRule,
   type NetworkRule,
 } from './plan.js';
+import { createFirewalld } from './firewalld.js';
+import { blockedIn, hostForward, letThroughFix, wantedLetThrough } from './host-chains.js';
 
 const MAX_ATTEMPTS = 6;
 
@@ -69,6 +78,7 @@ export interface IptNames {
   readonly forward: string;
   readonly fwdIn: string;
   readonly fwdOut: string;
+  readonly internal: string;
   readonly dnat: string;
   readonly post: string;
   readonly raw: string;
@@ -82,6 +92,7 @@ export function iptNames(name: string): IptNames {
     forward: `${P}-FORWARD`,
     fwdIn: `${P}-FWD-IN`,
     fwdOut: `${P}-FWD-OUT`,
+    internal: `${P}-INTERNAL`,
     dnat: `${P}-DNAT`,
     post: `${P}-POSTROUTING`,
     raw: `${P}-PREROUTING`,
@@ -99,6 +110,7 @@ function ownChains(n: IptNames): readonly (readonly [IptTable, string])[] {
     ['filter', n.forward],
     ['filter', n.fwdIn],
     ['filter', n.fwdOut],
+    ['filter', n.internal],
     ['nat', n.dnat],
     ['nat', n.post],
     ['raw', n.raw],
@@ -123,6 +135,7 @@ export function skeletonChainRules(n: IptNames, family: Family): IptRule[] {
   const base = planBase();
   return [
     ...base.filter((r) => r.kind === 'forward-established').flatMap((r) => baseRules(n, family, r)),
+    { table: 'filter', chain: n.forward, spec: [...comment(n.comment), '-j', n.internal] },
     { table: 'filter', chain: n.forward, spec: [...comment(n.comment), '-j', n.fwdIn] },
     { table: 'filter', chain: n.forward, spec: [...comment(n.comment), '-j', n.fwdOut] },
     ...base.filter((r) => r.kind === 'loopback-guard').flatMap((r) => baseRules(n, family, r)),
@@ -159,7 +172,10 @@ export function networkRuleToIpt(n: IptNames, family: Family, r: NetworkRule): I
       return [{ table: 'filter', chain: n.fwdIn, spec: [...match, ...c, '-j', VERDICT[r.verdict]] }];
     }
     case 'forward-out':
-      return [{ table: 'filter', chain: n.fwdOut, spec: ['-i', r.bridge, ...c, '-j', VERDICT[r.verdict]] }];
+      return r.verdict === 'drop'
+        ? [{ table: 'filter', chain: n.internal, spec: ['-i', r.bridge, '!', '-o', r.bridge, ...c, '-j', 'DROP'] }]
+        : [{ table: 'filter', chain: n.fwdOut, spec: ['-i', r.bridge, ...c, '-j', 'ACCEPT'] }];
+
     case 'masquerade':
       return r.family !== family ? [] : [{ table: 'nat', chain: n.post, spec: ['-s', r.from, '!', '-o', r.notOut, ...c, '-j', 'MASQUERADE'] }];
     case 'masquerade-hairpin':
@@ -167,6 +183,11 @@ export function networkRuleToIpt(n: IptNames, family: Family, r: NetworkRule): I
     case 'masquerade-loopback':
       return family !== 4 ? [] : [{ table: 'nat', chain: n.post, spec: ['-s', '127.0.0.0/8', '-o', r.out, ...c, '-j', 'MASQUERADE'] }];
   }
+}
+
+/** An endpoint's own masquerade (foreign bridge), after the networks' rules in TSNET-POSTROUTING. */
+export function endpointNatToIpt(n: IptNames, r: EndpointNatRule): IptRule {
+  return { table: 'nat', chain: n.post, spec: ['-s', r.from, '-d', hostAddr(r.to), '-m', 'conntrack', '--ctstate', 'DNAT', ...comment(epComment(n, r.owner)), '-j', 'MASQUERADE'] };
 }
 
 function hostAddr(ip: IpAddr): string {
@@ -244,6 +265,8 @@ export interface SavedRule extends IptRule {
 
 export interface SavedState {
   readonly chains: ReadonlyMap<IptTable, ReadonlySet<string>>;
+  /** Built-in chains' policies per table (`:FORWARD DROP [0:0]`). */
+  readonly policies: ReadonlyMap<IptTable, ReadonlyMap<string, string>>;
   /** Rules in kernel order. */
   readonly rules: readonly SavedRule[];
 }
@@ -253,6 +276,7 @@ const TABLES = new Set<string>(TABLE_ORDER);
 /** Parses `iptables-save` output (tables other than raw/filter/nat are ignored). */
 export function parseSave(text: string): SavedState {
   const chains = new Map<IptTable, Set<string>>();
+  const policies = new Map<IptTable, Map<string, string>>();
   const rules: SavedRule[] = [];
   let table: IptTable | undefined;
   for (const raw of text.split('\n')) {
@@ -261,12 +285,17 @@ export function parseSave(text: string): SavedState {
     if (line.startsWith('*')) {
       const t = line.slice(1);
       table = TABLES.has(t) ? (t as IptTable) : undefined;
-      if (table && !chains.has(table)) chains.set(table, new Set());
+      if (table && !chains.has(table)) {
+        chains.set(table, new Set());
+        policies.set(table, new Map());
+      }
       continue;
     }
     if (!table || line === 'COMMIT') continue;
     if (line.startsWith(':')) {
-      chains.get(table)?.add(line.slice(1).split(' ')[0] ?? '');
+      const [name = '', policy] = line.slice(1).split(' ');
+      chains.get(table)?.add(name);
+      if (policy !== undefined && policy !== '-') policies.get(table)?.set(name, policy);
       continue;
     }
     const tokens = tokenize(line);
@@ -276,7 +305,7 @@ export function parseSave(text: string): SavedState {
     const c = ci >= 0 ? spec[ci + 1] : undefined;
     rules.push({ table, chain: tokens[1], spec, ...(c === undefined ? {} : { comment: c }) });
   }
-  return { chains, rules };
+  return { chains, policies, rules };
 }
 
 const specKey = (r: IptRule): string => `${r.table}|${r.chain}|${r.spec.join(' ')}`;
@@ -328,7 +357,7 @@ export interface RestoreLine {
   readonly line: string;
 }
 
-const lineOf = (op: '-A' | '-D' | '-I', r: IptRule, pos?: number): RestoreLine => ({
+export const lineOf = (op: '-A' | '-D' | '-I', r: IptRule, pos?: number): RestoreLine => ({
   table: r.table,
   line: [op, r.chain, ...(pos === undefined ? [] : [String(pos)]), ...r.spec.map(quoteToken)].join(' '),
 });
@@ -367,6 +396,16 @@ export function skeletonFix(n: IptNames, family: Family, saved: SavedState): Res
   }
   for (const j of jumps.other) {
     const present = saved.rules.filter((r) => specKey(r) === specKey(j));
+    // POSTROUTING: first, as the reference portmap puts its masquerade chain, since an ACCEPT
+    // before it (the reference bridge plugin's ipMasq chain accepts traffic inside its subnet)
+    // would end the nat table there and skip tsnet's hairpin and 127.0.0.1 masquerades.
+    const head = j.chain === 'POSTROUTING';
+    const first = saved.rules.find((r) => r.table === j.table && r.chain === j.chain);
+    if (head && (first === undefined || specKey(first) !== specKey(j))) {
+      for (const r of present) out.push(lineOf('-D', r));
+      out.push(lineOf('-I', j, 1));
+      continue;
+    }
     if (present.length === 0) out.push(lineOf('-A', j));
     for (const extra of present.slice(1)) out.push(lineOf('-D', extra));
   }
@@ -383,9 +422,13 @@ export function skeletonFix(n: IptNames, family: Family, saved: SavedState): Res
   return out;
 }
 
-/** Lines that make `owner`'s rules of one family exactly `wanted` (no-op when they already are). */
-export function replaceOwned(saved: SavedState, owner: string, wanted: readonly IptRule[]): RestoreLine[] {
-  const mine = saved.rules.filter((r) => r.comment === owner);
+/**
+ * Lines that make `owner`'s rules of one family in tsnet's own chains exactly `wanted` (no-op when
+ * they already are). Its rules in other firewalls' chains are host-chains.ts's business.
+ */
+export function replaceOwned(saved: SavedState, owner: string, wanted: readonly IptRule[], n?: IptNames): RestoreLine[] {
+  const own = n === undefined ? undefined : new Set(ownChains(n).map(([t, c]) => `${t}|${c}`));
+  const mine = saved.rules.filter((r) => r.comment === owner && (own === undefined || own.has(`${r.table}|${r.chain}`)));
   if (mine.map(specKey).join('\n') === wanted.map(specKey).join('\n')) return [];
   return [...mine.map((r) => lineOf('-D', r)), ...wanted.map((r) => lineOf('-A', r))];
 }
@@ -428,7 +471,7 @@ export function classifyIptablesError(stderr: string): ErrorCode {
   return 'INTERNAL';
 }
 
-function mapIptError(err: unknown): TsnetError {
+export function mapIptError(err: unknown): TsnetError {
   const d = execDetails(err);
   if (!d || !(err instanceof TsnetError) || err.code !== 'INTERNAL') return err instanceof TsnetError ? err : wrap('iptables', err);
   const msg = d.stderr.trim().split('\n').filter(Boolean).slice(0, 2).join('; ') || err.message;
@@ -436,7 +479,7 @@ function mapIptError(err: unknown): TsnetError {
 }
 
 /** A concurrent writer changed what we read (or holds the legacy xtables lock): re-read and retry. */
-const retryable = (err: unknown): boolean =>
+export const retryable = (err: unknown): boolean =>
   isCode(err, 'ALREADY_EXISTS') || isCode(err, 'NOT_FOUND') || /xtables lock|temporarily unavailable/i.test(execDetails(err)?.stderr ?? '');
 
 // ---------------------------------------------------------------------------------------------
@@ -448,6 +491,18 @@ export function createIptablesFirewall(deps: FirewallDeps): Firewall {
   const exec: FirewallExec = deps.exec ?? run;
   const log: Logger = (deps.log ?? nullLogger).child({ component: 'firewall', backend: 'iptables', netns: netnsLabel(deps.netns) });
   const BIN = { 4: { save: 'iptables-save', restore: 'iptables-restore' }, 6: { save: 'ip6tables-save', restore: 'ip6tables-restore' } } as const;
+  const firewalld = createFirewalld({ netns: deps.netns, name, exec, log, ...(deps.systemBus !== undefined ? { systemBus: deps.systemBus } : {}) });
+  /** The bridge of each network, from its forward-in rules (`-o BRIDGE`). */
+  const bridgesOf = (s: SavedState): Map<NetworkId, IfName> => {
+    const out = new Map<NetworkId, IfName>();
+    for (const r of s.rules) {
+      if (r.chain !== n.fwdIn || !r.comment?.startsWith(`${n.comment}:net:`)) continue;
+      const id = r.comment.slice(n.comment.length + 5) as NetworkId;
+      const o = r.spec.indexOf('-o');
+      if (o >= 0 && r.spec[o - 1] !== '!' && !out.has(id)) out.set(id, r.spec[o + 1] as IfName);
+    }
+    return out;
+  };
 
   const runIpt = async (argv: readonly [string, ...string[]], input: string | undefined, opts: FirewallCallOptions): Promise<string> => {
     const full = inNetns(deps.netns, argv);
@@ -527,22 +582,39 @@ export function createIptablesFirewall(deps: FirewallDeps): Firewall {
               if (clash) throw new TsnetError('ALREADY_EXISTS', `subnet ${clash} overlaps ${s} of network ${other}`, { details: { field: 'subnets', value: clash, owner: other } });
             }
           }
-          return [...skeletonFix(n, family, saved), ...replaceOwned(saved, owner, networkRules(n, family, rules))];
+          return [
+            ...skeletonFix(n, family, saved),
+            ...replaceOwned(saved, owner, networkRules(n, family, rules), n),
+            ...letThroughFix(n, saved, v.networkId, wantedLetThrough(n, v, hostForward(family, saved), 'tsnet')),
+          ];
         },
         opts,
       );
+      await firewalld.ensure(v.bridge, opts).catch((err: unknown) => {
+        throw wrap(`ensure network ${v.networkId}`, err);
+      });
       log.info('network rules applied', { network: v.networkId, bridge: v.bridge, lines: changed });
     },
 
     async removeNetwork(id, opts = {}) {
-      const changed = await transact(`remove network ${id}`, [4, 6], (_f, saved) => removeOwned(saved, netComment(n, id)), opts);
+      let bridge: IfName | undefined;
+      const changed = await transact(`remove network ${id}`, [4, 6], (_f, saved) => {
+        bridge ??= bridgesOf(saved).get(id);
+        return removeOwned(saved, netComment(n, id));
+      }, opts);
+      if (bridge !== undefined) {
+        await firewalld.remove([bridge], opts).catch((err: unknown) => {
+          throw wrap(`remove network ${id}`, err);
+        });
+      }
       if (changed > 0) log.info('network rules removed', { network: id, lines: changed });
     },
 
     async ensurePorts(p: EndpointPorts, opts = {}) {
-      const { ports: v, rules } = preparePorts(p);
+      const { ports: v, rules, nat } = preparePorts(p);
       if (rules.length === 0) return;
       const families = [...new Set(rules.map((r) => r.family))].sort();
+      const natOwner = epComment(n, v.endpointId);
       const changed = await transact(
         `ensure ports ${v.endpointId}`,
         families,
@@ -564,6 +636,12 @@ export function createIptablesFirewall(deps: FirewallDeps): Firewall {
             // host-address-specific mappings before "any" ones
             adds.push(r.hostIp === undefined ? lineOf('-A', ipt) : lineOf('-I', ipt, 1));
           }
+          // The endpoint's own masquerades (foreign bridge), each once.
+          const have = new Set(saved.rules.filter((r) => r.comment === natOwner && r.chain === n.post).map(specKey));
+          for (const r of nat.filter((x) => x.family === family)) {
+            const ipt = endpointNatToIpt(n, r);
+            if (!have.has(specKey(ipt))) adds.push(lineOf('-A', ipt));
+          }
           return adds.length === 0 ? [] : [...skeletonFix(n, family, saved), ...adds];
         },
         opts,
@@ -577,20 +655,31 @@ export function createIptablesFirewall(deps: FirewallDeps): Firewall {
     },
 
     async list(opts = {}): Promise<FirewallListing> {
-      const saved = await Promise.all([save(4, opts), save(6, opts)]);
+      const [saved4, saved6, fwd] = await Promise.all([save(4, opts), save(6, opts), firewalld.read(opts)]);
+      const saved = [saved4, saved6];
       const networks = new Set<NetworkId>();
       const endpoints = new Set<EndpointId>();
-      for (const s of saved) {
+      const blocked = new Set<NetworkId>();
+      for (const [i, s] of saved.entries()) {
         for (const r of s.rules) {
           if (r.comment?.startsWith(`${n.comment}:net:`)) networks.add(r.comment.slice(n.comment.length + 5) as NetworkId);
           if (r.comment?.startsWith(`${n.comment}:ep:`)) endpoints.add(r.comment.slice(n.comment.length + 4) as EndpointId);
         }
+        const bridges = bridgesOf(s);
+        for (const id of blockedIn(n, s, hostForward(i === 0 ? 4 : 6, s), bridges, 'tsnet')) blocked.add(id);
+        const cutOff = new Set(firewalld.blocked(fwd, [...bridges.values()]));
+        for (const [id, b] of bridges) if (cutOff.has(b)) blocked.add(id);
       }
-      return { networks: [...networks].sort(), endpoints: [...endpoints].sort() };
+      return { networks: [...networks].sort(), endpoints: [...endpoints].sort(), ...(blocked.size > 0 ? { blocked: [...blocked].sort() } : {}) };
     },
 
     async removeAll(opts = {}) {
-      const changed = await transact('remove all', [4, 6], (_f, saved) => removeAllLines(n, saved), opts);
+      const bridges = new Set<IfName>();
+      const changed = await transact('remove all', [4, 6], (_f, saved) => {
+        for (const b of bridgesOf(saved).values()) bridges.add(b);
+        return removeAllLines(n, saved);
+      }, opts);
+      await firewalld.remove([...bridges], opts);
       if (changed > 0) log.info('all rules removed', { lines: changed });
     },
   };

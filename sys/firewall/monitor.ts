@@ -3,23 +3,28 @@
  * manager's reload, `iptables -F`): one long-lived `nft monitor ruleset` process in the namespace,
  * whose event lines are filtered here. Element deletions are ignored (tsnet removes map elements
  * itself on every container removal); table, chain, rule and set deletions and flushes are
- * reported, batched: `onLoss` runs once per quiet period (`debounceMs`) after them. The process is
- * restarted when it dies; `close` ends it.
+ * reported, batched: `onLoss` runs once per quiet period (`debounceMs`) after them. So are chains
+ * created or re-declared in iptables' filter tables (iptables-nft shows them here): Docker starting
+ * (DOCKER-USER created, FORWARD policy set to drop) or an admin's `iptables -P FORWARD DROP`, after
+ * which tsnet's let-through rules are needed. The process is restarted when it dies; `close` ends it.
  */
-import type { Logger } from '../../core/log.js';
 import type { NetnsRef } from '../../core/net.js';
 import { inNetns, spawnLongLived, type LongLived } from '../exec.js';
+import type { RulesetMonitor, RulesetWatchOptions } from './api.js';
 
-export interface RulesetMonitor {
-  close(): Promise<void>;
-}
+export type { RulesetMonitor };
 
 /** Whether a `nft monitor` line says that something that can hold tsnet's rules went away. */
 export function isLossEvent(line: string): boolean {
   return /^(delete|flush) (table|chain|rule|set|map|ruleset)\b/.test(line.trim()) || line.trim() === 'flush ruleset';
 }
 
-export function watchRuleset(ns: NetnsRef, opts: { readonly onLoss: () => void; readonly debounceMs?: number; readonly log?: Logger }): RulesetMonitor {
+/** Whether a line says that iptables' forward filtering may have changed (a new chain, a policy). */
+export function isHostFirewallEvent(line: string): boolean {
+  return /^(add|create) chain ip6? filter /.test(line.trim());
+}
+
+export function watchRuleset(ns: NetnsRef, opts: RulesetWatchOptions): RulesetMonitor {
   const debounceMs = opts.debounceMs ?? 200;
   let proc: LongLived | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -41,7 +46,7 @@ export function watchRuleset(ns: NetnsRef, opts: { readonly onLoss: () => void; 
       buf += d;
       const lines = buf.split('\n');
       buf = lines.pop() ?? '';
-      if (lines.some(isLossEvent)) fire();
+      if (lines.some((l) => isLossEvent(l) || isHostFirewallEvent(l))) fire();
     });
     p.child.stderr.on('data', () => undefined);
     p.child.once('error', (err) => opts.log?.warn('cannot watch the ruleset (nft monitor)', { err: err.message }));

@@ -11,13 +11,15 @@ import {
   networkOfChain,
   nftDeleteElementsScript,
   nftElementsScript,
+  nftGetElementsScript,
   nftNetworkScript,
   nftRemoveAllScript,
   nftRemoveNetworkScript,
   nftSkeleton,
+  ownsAllElements,
   parseNftState,
 } from './nftables.js';
-import { describeAtom, dnatAtoms, planNetwork, planPorts, validateEndpointPorts, validateNetworkPolicy, type DnatAtom } from './plan.js';
+import { describeAtom, dnatAtoms, planNetwork, preparePorts, planPorts, validateEndpointPorts, validateNetworkPolicy, type DnatAtom } from './plan.js';
 import { goldenIn } from '../../test/helpers/golden.js';
 
 const golden = goldenIn('firewall');
@@ -52,7 +54,10 @@ const LISTED = JSON.stringify({
 function fakeExec(reply: (argv: readonly string[], input: string | undefined, i: number) => RunResult | Error) {
   const calls: { argv: readonly string[]; input: string | undefined }[] = [];
   const exec = async (argv: Argv, opts: RunOptions): Promise<RunResult> => {
+    if (argv[0] === 'dbus-send') throw new Error('org.freedesktop.DBus.Error.ServiceUnknown'); // no firewalld, even where a system bus runs
     const input = opts.input === undefined ? undefined : String(opts.input);
+    // The host firewall's iptables (host-chains.ts): an empty one, nothing drops; tested in host-chains.test.ts.
+    if (/^ip6?tables-save$/.test(argv[0] ?? '')) return { stdout: '', stderr: '' };
     calls.push({ argv, input });
     const r = reply(argv, input, calls.length - 1);
     if (r instanceof Error) throw r;
@@ -235,4 +240,16 @@ t.test('errors: nft messages become codes', async (t) => {
   const missing = fakeExec(() => new TsnetError('UNAVAILABLE', 'nft: not installed or not on PATH'));
   await t.rejects(createNftablesFirewall({ netns: { kind: 'host' }, exec: missing.exec }).ensurePorts(SAMPLE_PORTS), { code: 'UNAVAILABLE', message: /not installed/ });
   t.equal(missing.calls.length, 1, 'a missing binary is not retried');
+});
+
+t.test('removePorts by key: get script per map, and the owner check of what nft printed', async (t) => {
+  const { atoms } = preparePorts({ endpointId: 'ep-1' as EndpointId, networkId: 'n1' as NetworkId, bridge: 'br0' as IfName, mappings: [m('tcp', [8080], [80], '10.0.0.2'), m('udp', [53], [53], '10.0.0.2')] });
+  const script = nftGetElementsScript('tsnet', atoms, []);
+  t.equal(script, nftDeleteElementsScript('tsnet', atoms).replaceAll('delete element', 'get element'), 'the delete script\'s keys, as gets');
+  t.match(script, /^get element inet tsnet ports4_any \{ tcp \. 8080, udp \. 53 \}\n$/);
+  const printed = 'table inet tsnet {\n\tmap ports4_any {\n\t\telements = { tcp . 8080 comment "ep-1" : 10.0.0.2 . 80,\n\t\t\t     udp . 53 comment "ep-1" : 10.0.0.2 . 53 }\n\t}\n}\n';
+  t.ok(ownsAllElements(printed, 'ep-1', 2), 'both there, both the endpoint\'s');
+  t.notOk(ownsAllElements(printed, 'ep-1', 3), 'fewer than asked: not all there');
+  t.notOk(ownsAllElements(printed.replace('udp . 53 comment "ep-1"', 'udp . 53 comment "ep-2"'), 'ep-1', 2), 'one of another endpoint');
+  t.notOk(ownsAllElements('', 'ep-1', 1), 'nothing printed');
 });

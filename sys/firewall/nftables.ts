@@ -14,7 +14,16 @@
  *   · range*   (interval) same range, data `addr` only, so the port is kept. (An interval DATA
  *                         `addr . lo-hi` would also do, but the kernel rejects it for IPv6.)
  * - A network owns four chains `nw-<id>-{fwd-in,fwd-out,nat-in,nat-out}`, reached in O(1) through
- *   verdict maps keyed by bridge name (fwd_in, fwd_out, nat_in) or subnet (nat_out4/6).
+ *   verdict maps keyed by bridge name (fwd_in, fwd_out, nat_in) or subnet (nat_out4/6). The forward
+ *   chain consults the SOURCE bridge first (fwd_out: an internal network drops whatever leaves its
+ *   bridge, DNATed or not), then the destination bridge (fwd_in: icc, published ports, isolation);
+ *   egress is accepted by the chain's policy.
+ * - Endpoints on a bridge that is not a tsnet network (tsnet-portmap after the reference bridge
+ *   plugin) own elements of the sets masq4/masq6 (`source prefix . container address`, comment =
+ *   the endpoint): DNATed flows from 127.0.0.0/8 or from the container's subnet to it are
+ *   masqueraded, as tsnet's networks do for their own endpoints.
+ * - Where another firewall's iptables FORWARD chain drops (Docker, ufw), host-chains.ts writes the
+ *   network's let-through rules there (`iptables-restore`, only then).
  * - The skeleton (maps, base chains and their few rules) is created with `add` (idempotent) and
  *   the base chains are flushed and refilled in the same atomic transaction, so concurrent
  *   creators can never duplicate a rule. ensurePorts does not touch it on its fast path (that
@@ -33,6 +42,7 @@ import {
   prefixesOverlap,
   type EndpointId,
   type Family,
+  type IfName,
   type IpAddr,
   type NetworkId,
   type Port,
@@ -49,6 +59,9 @@ import type {
   FirewallListing,
   NetworkPolicy,
 } from './api.js';
+import { createFirewalld } from './firewalld.js';
+import { createHostChains } from './host-chains.js';
+import { iptNames } from './iptables.js';
 import {
   checkFirewallName,
   conflictError,
@@ -60,6 +73,8 @@ import {
   validateNetworkPolicy,
   type BaseRule,
   type DnatAtom,
+  type EndpointNatRule,
+  type PreparedPorts,
   type NetworkRule,
 } from './plan.js';
 
@@ -152,6 +167,7 @@ export function nftSkeleton(table: string): string[] {
   lines.push(`add map inet ${table} nat_in { type ifname : verdict ; }`);
   lines.push(`add map inet ${table} nat_out4 { type ipv4_addr : verdict ; flags interval ; }`);
   lines.push(`add map inet ${table} nat_out6 { type ipv6_addr : verdict ; flags interval ; }`);
+  for (const family of [4, 6] as const) lines.push(`add set inet ${table} masq${family} { type ${ADDR_TYPE[family]} . ${ADDR_TYPE[family]} ; flags interval ; }`);
   for (const [name, spec] of BASE_CHAINS) lines.push(spec ? `add chain inet ${table} ${name} { ${spec} }` : `add chain inet ${table} ${name}`);
   for (const [name] of BASE_CHAINS) lines.push(`flush chain inet ${table} ${name}`);
   const base = planBase();
@@ -173,9 +189,10 @@ export function nftSkeleton(table: string): string[] {
   lines.push(`add rule inet ${table} postrouting oifname vmap @nat_in`);
   lines.push(`add rule inet ${table} postrouting ip saddr vmap @nat_out4`);
   lines.push(`add rule inet ${table} postrouting ip6 saddr vmap @nat_out6`);
+  for (const family of [4, 6] as const) lines.push(`add rule inet ${table} postrouting ct status dnat ${IPKW[family]} saddr . ${IPKW[family]} daddr @masq${family} masquerade`);
   for (const r of base.filter((x) => x.kind === 'forward-established')) lines.push(...baseRuleLines(table, r));
-  lines.push(`add rule inet ${table} forward oifname vmap @fwd_in`);
   lines.push(`add rule inet ${table} forward iifname vmap @fwd_out`);
+  lines.push(`add rule inet ${table} forward oifname vmap @fwd_in`);
   return lines;
 }
 
@@ -206,14 +223,17 @@ function ruleChain(r: NetworkRule): NetChain {
   }
 }
 
-function ruleBody(r: NetworkRule): string {
+/** The rule's text in its chain; undefined when the chain's default is the verdict already. */
+function ruleBody(r: NetworkRule): string | undefined {
   switch (r.kind) {
     case 'forward-in': {
       const match = r.match === 'same-bridge' ? `iifname ${q(r.bridge)} ` : r.match === 'published' ? 'ct status dnat ' : '';
       return `${match}${r.verdict}`;
     }
     case 'forward-out':
-      return r.verdict;
+      // Consulted before the destination's fwd-in: an accept here would skip other networks'
+      // isolation, so egress is left to the forward chain's policy (accept).
+      return r.verdict === 'drop' ? `oifname != ${q(r.bridge)} drop` : undefined;
     case 'masquerade':
       return `${IPKW[r.family]} saddr ${r.from} oifname != ${q(r.notOut)} masquerade`;
     case 'masquerade-hairpin':
@@ -266,7 +286,10 @@ export function nftNetworkScript(table: string, id: NetworkId, rules: readonly N
   for (const which of NET_CHAINS) lines.push(`add chain inet ${table} ${networkChain(id, which)}`);
   lines.push(...skeleton);
   for (const which of NET_CHAINS) lines.push(`flush chain inet ${table} ${networkChain(id, which)}`);
-  for (const r of rules) lines.push(`add rule inet ${table} ${networkChain(id, ruleChain(r))} ${ruleBody(r)}`);
+  for (const r of rules) {
+    const body = ruleBody(r);
+    if (body !== undefined) lines.push(`add rule inet ${table} ${networkChain(id, ruleChain(r))} ${body}`);
+  }
   for (const e of stale) lines.push(`delete element inet ${table} ${e.map} { ${dispatchKeyText(e)} }`);
   for (const e of dispatchFor(rules)) lines.push(`add element inet ${table} ${e.map} { ${dispatchKeyText(e)} : jump ${e.chain} }`);
   return `${lines.join('\n')}\n`;
@@ -307,6 +330,20 @@ export function nftElementsScript(table: string, verb: 'create' | 'add', atoms: 
   return out;
 }
 
+function natKey(r: EndpointNatRule): string {
+  return `${r.from} . ${r.to}`;
+}
+
+/** The endpoint's masquerade elements (`add`: idempotent), one statement per set. */
+export function nftNatElementsScript(table: string, rules: readonly EndpointNatRule[], verb: 'add' | 'delete'): string {
+  let out = '';
+  for (const family of [4, 6] as const) {
+    const els = rules.filter((r) => r.family === family).map((r) => (verb === 'add' ? `${natKey(r)} comment "${r.owner}"` : natKey(r)));
+    if (els.length > 0) out += `${verb} element inet ${table} masq${family} { ${els.join(', ')} }\n`;
+  }
+  return out;
+}
+
 /** Deletes the given atoms' elements (keys only), grouped per map. */
 export function nftDeleteElementsScript(table: string, atoms: readonly DnatAtom[]): string {
   const byMap = new Map<string, string[]>();
@@ -317,6 +354,29 @@ export function nftDeleteElementsScript(table: string, atoms: readonly DnatAtom[
     else byMap.set(map, [atomKey(a)]);
   }
   return [...byMap].map(([map, keys]) => `delete element inet ${table} ${map} { ${keys.join(', ')} }\n`).join('');
+}
+
+/** The endpoint's planned elements from what it published; undefined if that no longer parses. */
+function knownPorts(published: EndpointPorts): PreparedPorts | undefined {
+  try {
+    return preparePorts(published);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `get element` lines for the given atoms' and masquerade rules' keys (removePorts' owner check). */
+export function nftGetElementsScript(table: string, atoms: readonly DnatAtom[], nat: readonly EndpointNatRule[]): string {
+  return (nftDeleteElementsScript(table, atoms) + nftNatElementsScript(table, nat, 'delete')).replaceAll(/^delete element /gm, 'get element ');
+}
+
+/**
+ * Whether `get element` printed exactly `count` elements, each with the comment `owner`: the keys
+ * asked for are all there and all the endpoint's.
+ */
+export function ownsAllElements(listing: string, owner: string, count: number): boolean {
+  const comments = [...listing.matchAll(/\bcomment "([^"]*)"/g)].map((m) => m[1]);
+  return comments.length === count && comments.every((c) => c === owner);
 }
 
 export function nftRemoveAllScript(table: string): string {
@@ -346,6 +406,8 @@ export interface NftState {
   readonly chains: readonly string[];
   readonly dispatch: readonly DispatchElement[];
   readonly ports: readonly DnatAtom[];
+  /** Endpoints' own masquerades (sets masq4/masq6). */
+  readonly nat: readonly EndpointNatRule[];
 }
 
 const PROTO_NUM: Readonly<Record<number, Proto>> = { 6: 'tcp', 17: 'udp', 132: 'sctp' };
@@ -459,8 +521,28 @@ export function parseNftState(json: string, table: string): NftState {
   const chains: string[] = [];
   const dispatch: DispatchElement[] = [];
   const ports: DnatAtom[] = [];
+  const nat: EndpointNatRule[] = [];
   const cache = new Map<string, IpAddr>();
   for (const item of r.data.nftables) {
+    if ('set' in item) {
+      const m = MapObject.safeParse(item['set']);
+      const family = m.success ? ({ masq4: 4, masq6: 6 } as const)[m.data.name as 'masq4' | 'masq6'] : undefined;
+      if (!m.success || m.data.family !== 'inet' || m.data.table !== table || family === undefined) continue;
+      for (const el of m.data.elem ?? []) {
+        const k = decodeKey(el);
+        const parts = flat(k.val);
+        if (k.comment === undefined || parts?.length !== 2 || parts[0] === undefined) continue;
+        const from = partText(parts[0]);
+        nat.push({
+          kind: 'masquerade-endpoint',
+          owner: k.comment as EndpointId,
+          family,
+          from: parsePrefix(from.includes('/') ? from : `${from}/${family === 4 ? 32 : 128}`, 'nft element'),
+          to: partAddr(parts[1], cache),
+        });
+      }
+      continue;
+    }
     if ('chain' in item) {
       const c = ChainObject.safeParse(item['chain']);
       if (c.success && c.data.family === 'inet' && c.data.table === table) chains.push(c.data.name);
@@ -483,7 +565,7 @@ export function parseNftState(json: string, table: string): NftState {
       }
     }
   }
-  return { exists: true, chains, dispatch, ports };
+  return { exists: true, chains, dispatch, ports, nat };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,14 +612,35 @@ export function createNftablesFirewall(deps: FirewallDeps): Firewall {
     }
   };
   const apply = (script: string, opts: FirewallCallOptions): Promise<string> => nft(['-f', '-'], script, opts);
+  const host = createHostChains({ netns: deps.netns, names: iptNames(table), exec, log });
+  const firewalld = createFirewalld({ netns: deps.netns, name: table, exec, log, ...(deps.systemBus !== undefined ? { systemBus: deps.systemBus } : {}) });
 
   const readTable = async (opts: FirewallCallOptions): Promise<NftState> => {
     try {
       return parseNftState(await nft(['-j', 'list', 'table', 'inet', table], undefined, opts), table);
     } catch (err) {
-      if (isCode(err, 'NOT_FOUND')) return { exists: false, chains: [], dispatch: [], ports: [] };
+      if (isCode(err, 'NOT_FOUND')) return { exists: false, chains: [], dispatch: [], ports: [], nat: [] };
       throw err;
     }
+  };
+
+  /**
+   * removePorts' fast path: the endpoint's known keys read back (`get element`, O(1) each) and
+   * deleted if every one is there and the endpoint's; false (nothing done) otherwise.
+   */
+  const removeKnown = async (id: EndpointId, known: PreparedPorts, opts: FirewallCallOptions): Promise<boolean> => {
+    const count = known.atoms.length + known.nat.length;
+    if (count === 0) return false;
+    const owned = await nft(['-f', '-'], nftGetElementsScript(table, known.atoms, known.nat), opts).then((out) => ownsAllElements(out, id, count), () => false);
+    if (!owned) return false;
+    try {
+      await apply(nftDeleteElementsScript(table, known.atoms) + nftNatElementsScript(table, known.nat, 'delete'), opts);
+    } catch (err) {
+      if (isCode(err, 'NOT_FOUND')) return false; // removed concurrently: the search by owner decides
+      throw wrap(`remove ports ${id}`, err);
+    }
+    log.info('ports removed', { endpoint: id, elements: count });
+    return true;
   };
 
   /** The dispatch maps only: cheap however many ports are published (nft filters by set). */
@@ -580,20 +683,34 @@ export function createNftablesFirewall(deps: FirewallDeps): Firewall {
         try {
           await apply(nftNetworkScript(table, v.networkId, rules, stale), opts);
           log.info('network rules applied', { network: v.networkId, bridge: v.bridge, rules: rules.length });
-          return;
         } catch (err) {
           // NOT_FOUND: a stale element vanished meanwhile; ALREADY_EXISTS: a concurrent writer took a key
           if (attempt < MAX_ATTEMPTS && (isCode(err, 'NOT_FOUND') || isCode(err, 'ALREADY_EXISTS'))) continue;
+          throw wrap(`ensure network ${v.networkId}`, err);
+        }
+        try {
+          await Promise.all([host.ensure(v, opts), firewalld.ensure(v.bridge, opts)]);
+          return;
+        } catch (err) {
           throw wrap(`ensure network ${v.networkId}`, err);
         }
       }
     },
 
     async removeNetwork(id, opts = {}) {
+      await host.remove(id, opts).catch((err: unknown) => {
+        throw wrap(`remove network ${id}`, err);
+      });
       for (let attempt = 1; ; attempt++) {
         const { exists, dispatch } = await readDispatch(opts);
         if (!exists) return;
         const mine = dispatch.filter((e) => e.owner === id);
+        const bridge = mine.find((e) => e.map === 'fwd_in')?.key as IfName | undefined;
+        if (attempt === 1 && bridge !== undefined) {
+          await firewalld.remove([bridge], opts).catch((err: unknown) => {
+            throw wrap(`remove network ${id}`, err);
+          });
+        }
         try {
           await apply(nftRemoveNetworkScript(table, id, mine), opts);
           log.info('network rules removed', { network: id });
@@ -610,9 +727,10 @@ export function createNftablesFirewall(deps: FirewallDeps): Firewall {
       const v = prepared.ports;
       let atoms = prepared.atoms;
       if (atoms.length === 0) return;
+      const nat = nftNatElementsScript(table, prepared.nat, 'add');
       let withSkeleton = false;
       for (let attempt = 1; ; attempt++) {
-        const script = (withSkeleton ? `${nftSkeleton(table).join('\n')}\n` : '') + nftElementsScript(table, 'create', atoms);
+        const script = (withSkeleton ? `${nftSkeleton(table).join('\n')}\n` : '') + nftElementsScript(table, 'create', atoms) + nat;
         try {
           await apply(script, opts);
           log.info('ports published', { endpoint: v.endpointId, elements: atoms.length });
@@ -637,13 +755,21 @@ export function createNftablesFirewall(deps: FirewallDeps): Firewall {
     },
 
     async removePorts(id, opts = {}) {
+      // What the endpoint published, when the caller knows it, is removed by key (removeKnown).
+      // Anything else (a key gone or taken by another endpoint since: a retried DEL) takes the
+      // search by owner below. Measured on the 2-core machine: with only that search, a CNI DEL
+      // among 200 containers with a port each read the whole table (`nft -j list table`) and cost
+      // 0.30x the reference DEL instead of 0.23x on an empty bridge.
+      const known = opts.published?.endpointId === id ? knownPorts(opts.published) : undefined;
+      if (known !== undefined && (await removeKnown(id, known, opts))) return;
       for (let attempt = 1; ; attempt++) {
         const state = await readTable(opts);
         const mine = state.ports.filter((a) => a.owner === id);
-        if (mine.length === 0) return;
+        const mineNat = state.nat.filter((r) => r.owner === id);
+        if (mine.length + mineNat.length === 0) return;
         try {
-          await apply(nftDeleteElementsScript(table, mine), opts);
-          log.info('ports removed', { endpoint: id, elements: mine.length });
+          await apply(nftDeleteElementsScript(table, mine) + nftNatElementsScript(table, mineNat, 'delete'), opts);
+          log.info('ports removed', { endpoint: id, elements: mine.length + mineNat.length });
           return;
         } catch (err) {
           if (attempt < MAX_ATTEMPTS && isCode(err, 'NOT_FOUND')) continue; // removed concurrently
@@ -653,19 +779,25 @@ export function createNftablesFirewall(deps: FirewallDeps): Firewall {
     },
 
     async list(opts = {}): Promise<FirewallListing> {
-      const state = await readTable(opts);
+      const [state, hostState, fwd] = await Promise.all([readTable(opts), host.read(opts), firewalld.read(opts)]);
       const networks = new Set<NetworkId>();
       for (const c of state.chains) {
         const id = networkOfChain(c);
         if (id !== undefined) networks.add(id);
       }
       for (const e of state.dispatch) networks.add(e.owner);
-      const endpoints = new Set<EndpointId>(state.ports.map((a) => a.owner));
-      return { networks: [...networks].sort(), endpoints: [...endpoints].sort() };
+      const endpoints = new Set<EndpointId>([...state.ports.map((a) => a.owner), ...state.nat.map((r) => r.owner)]);
+      const bridges = new Map(state.dispatch.filter((e) => e.map === 'fwd_in').map((e) => [e.owner, e.key as IfName] as const));
+      const cutOff = new Set(firewalld.blocked(fwd, [...bridges.values()]));
+      const blocked = [...new Set([...host.blocked(hostState, bridges), ...[...bridges].filter(([, b]) => cutOff.has(b)).map(([id]) => id)])].sort();
+      return { networks: [...networks].sort(), endpoints: [...endpoints].sort(), ...(blocked.length > 0 ? { blocked } : {}) };
     },
 
     async removeAll(opts = {}) {
       try {
+        await host.removeAll(opts);
+        const { dispatch } = await readDispatch(opts);
+        await firewalld.remove([...new Set(dispatch.filter((e) => e.map === 'fwd_in').map((e) => e.key as IfName))], opts);
         await apply(nftRemoveAllScript(table), opts);
         log.info('all rules removed', {});
       } catch (err) {

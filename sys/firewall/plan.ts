@@ -7,6 +7,12 @@
  * - dnatAtoms / findConflicts: the unit of port ownership shared by all backends and the fake, so
  *   that "already published" means the same thing everywhere (see DnatAtom).
  *
+ * - planLetThrough: the few rules tsnet needs in ANOTHER firewall's chains (Docker's DOCKER-USER,
+ *   or iptables FORWARD) when that firewall drops forwarded packets: a drop in any table wins over
+ *   tsnet's accept, so without them Docker (FORWARD policy drop + br_netfilter) or ufw would cut
+ *   tsnet's containers off. Drivers never see this: it follows from the network's intent and the
+ *   host's state, both given here.
+ *
  * Rules that later features add fit as new `kind`s (e.g. direct-access filtering per bridge); the
  * masquerade for 127.0.0.1 publishing (route_localnet) and hairpin masquerade are here already.
  */
@@ -30,7 +36,7 @@ import {
   type Prefix,
   type Proto,
 } from '../../core/net.js';
-import type { EndpointPorts, NetworkPolicy, PortMapping, PortRange } from './api.js';
+import type { EndpointPorts, FirewallBackend, NetworkPolicy, PortMapping, PortRange } from './api.js';
 
 export type Verdict = 'accept' | 'drop';
 
@@ -58,7 +64,12 @@ export type NetworkRule =
       readonly match: 'same-bridge' | 'published' | 'any';
       readonly verdict: Verdict;
     }
-  /** Forwarded traffic from the bridge to another interface (egress). */
+  /**
+   * Forwarded traffic from the bridge to ANOTHER interface. 'drop' (an internal network) is decided
+   * before any other network's rule is consulted, so nothing leaves the bridge, not even a
+   * connection DNATed to another network's published port; 'accept' (egress) is decided after the
+   * destination network's forward-in rules had their say (isolation between networks).
+   */
   | { readonly kind: 'forward-out'; readonly owner: NetworkId; readonly bridge: IfName; readonly verdict: Verdict }
   /** Source NAT for `from` leaving through any interface except `notOut`. */
   | { readonly kind: 'masquerade'; readonly owner: NetworkId; readonly family: Family; readonly from: Prefix; readonly notOut: IfName }
@@ -66,6 +77,47 @@ export type NetworkRule =
   | { readonly kind: 'masquerade-hairpin'; readonly owner: NetworkId; readonly family: Family; readonly from: Prefix; readonly out: IfName }
   /** Traffic from 127.0.0.0/8 (DNATed 127.0.0.1 publishing, needs route_localnet) leaving through `out`. */
   | { readonly kind: 'masquerade-loopback'; readonly owner: NetworkId; readonly out: IfName };
+
+/**
+ * A rule in another firewall's filter chain that lets a network's bridge through where that firewall
+ * drops forwarded packets (see planLetThrough). `match` 'in' = packets arriving from the bridge
+ * (`-i`), 'out' = packets leaving through it (`-o`). `to` 'accept' ends that firewall's verdict
+ * (tsnet's own table still decides: a drop there wins); 'tsnet' jumps to tsnet's own iptables
+ * forward chain, which decides every packet of a tsnet bridge (the iptables backend, whose rules
+ * live in the same table, where an ACCEPT would skip them).
+ */
+export interface LetThroughRule {
+  readonly kind: 'let-through';
+  readonly owner: NetworkId;
+  readonly family: Family;
+  readonly chain: 'DOCKER-USER' | 'FORWARD';
+  readonly match: 'in' | 'out';
+  readonly bridge: IfName;
+  readonly to: 'accept' | 'tsnet';
+}
+
+/** What the host's iptables does with forwarded packets, per family, read from the kernel. */
+export interface HostForward {
+  readonly family: Family;
+  /** The policy of the filter table's FORWARD chain (Docker and ufw set drop). */
+  readonly policy: 'accept' | 'drop';
+  /** Docker's user chain exists (and is jumped to from FORWARD): the place Docker documents for other software. */
+  readonly dockerUser: boolean;
+}
+
+/**
+ * A masquerade an endpoint owns: DNATed flows to `to` from `from` (127.0.0.0/8 for ports published
+ * on 127.0.0.1, or the endpoint's own subnet for hairpin) get the bridge's address as source. Only
+ * for endpoints whose bridge is not one of tsnet's networks (a CNI chain after the reference
+ * `bridge` plugin): tsnet's networks own these rules for all their endpoints.
+ */
+export interface EndpointNatRule {
+  readonly kind: 'masquerade-endpoint';
+  readonly owner: EndpointId;
+  readonly family: Family;
+  readonly from: Prefix;
+  readonly to: IpAddr;
+}
 
 /** One published mapping, as the endpoint asked for it. */
 export interface DnatRule {
@@ -243,6 +295,8 @@ export interface PreparedPorts {
   readonly rules: readonly DnatRule[];
   /** The rules' atoms, exact duplicates removed. */
   readonly atoms: readonly DnatAtom[];
+  /** The endpoint's own masquerades (only with `foreignBridge`). */
+  readonly nat: readonly EndpointNatRule[];
 }
 
 /**
@@ -302,9 +356,21 @@ export function preparePorts(raw: EndpointPorts): PreparedPorts {
     }
   }
   const mappings = dupMapping.size === 0 ? checked : checked.filter((_, j) => !dupMapping.has(j));
-  const ports: EndpointPorts = { endpointId, networkId, bridge, mappings };
+  const foreign = checkForeignBridge(p['foreignBridge']);
+  const ports: EndpointPorts = foreign === undefined ? { endpointId, networkId, bridge, mappings } : { endpointId, networkId, bridge, mappings, foreignBridge: foreign };
   const rules = dupMapping.size === 0 ? all : all.filter((_, j) => !dupMapping.has(j));
-  return { ports, rules, atoms: dupAtom.size === 0 ? atoms : atoms.filter((_, x) => !dupAtom.has(x)) };
+  return { ports, rules, atoms: dupAtom.size === 0 ? atoms : atoms.filter((_, x) => !dupAtom.has(x)), nat: planEndpointNat(ports) };
+}
+
+function checkForeignBridge(v: unknown): EndpointPorts['foreignBridge'] {
+  if (v === undefined) return undefined;
+  if (!isObject(v) || !Array.isArray(v['subnets'])) throw invalid('foreignBridge', v, 'must be { subnets: [CIDR prefixes] }');
+  const subnets: Prefix[] = [];
+  (v['subnets'] as unknown[]).forEach((s, i) => {
+    const net = prefixNetwork(parsePrefix(s as string, `foreignBridge.subnets[${i}]`));
+    if (!subnets.includes(net)) subnets.push(net);
+  });
+  return { subnets };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +412,54 @@ export function planPorts(p: EndpointPorts): DnatRule[] {
       ? { kind: 'dnat', owner, network, bridge, family, proto, hostPorts, to, toPorts }
       : { kind: 'dnat', owner, network, bridge, family, proto, hostIp: m.hostIp, hostPorts, to, toPorts };
   });
+}
+
+const LOOPBACK4 = '127.0.0.0/8' as Prefix;
+
+/**
+ * The masquerades an endpoint on a foreign bridge owns, per container address: from 127.0.0.0/8
+ * (IPv4: ports published on 127.0.0.1 reach the container with route_localnet; its reply must come
+ * back to the host) and from each of its subnets of that family (hairpin: a container reaching its
+ * own or a neighbour's published port through a host address must see the reply come from the
+ * address it connected to). Only DNATed flows match (conntrack state), like the reference portmap's
+ * mark.
+ */
+export function planEndpointNat(p: EndpointPorts): EndpointNatRule[] {
+  if (p.foreignBridge === undefined) return [];
+  const out: EndpointNatRule[] = [];
+  const seen = new Set<string>();
+  for (const m of p.mappings) {
+    if (seen.has(m.containerIp)) continue;
+    seen.add(m.containerIp);
+    const family = addrFamily(m.containerIp);
+    const froms = [...(family === 4 ? [LOOPBACK4] : []), ...p.foreignBridge.subnets.filter((s) => addrFamily(s) === family)];
+    for (const from of froms) out.push({ kind: 'masquerade-endpoint', owner: p.endpointId, family, from, to: m.containerIp });
+  }
+  return out;
+}
+
+/**
+ * The rules a network needs in another firewall's chains (see LetThroughRule), for every family
+ * whose FORWARD chain drops by default: in Docker's DOCKER-USER when it exists (Docker's documented
+ * place for other software, processed before Docker's own rules and kept by Docker across its
+ * restarts), else at the head of FORWARD itself (ufw, or an admin's `iptables -P FORWARD DROP`:
+ * ufw's own chains are jumped to from FORWARD and rewritten by every `ufw reload`, ufw's user
+ * chains hold what `ufw route` writes and are rewritten from ufw's files, so rules of a third
+ * party only last in FORWARD, the way Docker does it on a ufw host). Nothing where nothing drops.
+ * With `to` 'tsnet' (the iptables backend), FORWARD needs nothing: tsnet's own jumps head it.
+ */
+/** How each backend lets its bridges through another firewall's chain (none: it programs nothing). */
+export const LET_THROUGH_TO = { nftables: 'accept', iptables: 'tsnet', none: undefined } as const satisfies Record<FirewallBackend, LetThroughRule['to'] | undefined>;
+
+export function planLetThrough(p: Pick<NetworkPolicy, 'networkId' | 'bridge'>, hosts: readonly HostForward[], to: LetThroughRule['to']): LetThroughRule[] {
+  const out: LetThroughRule[] = [];
+  for (const h of hosts) {
+    if (h.policy !== 'drop') continue;
+    const chain = h.dockerUser ? 'DOCKER-USER' : 'FORWARD';
+    if (to === 'tsnet' && chain === 'FORWARD') continue;
+    for (const match of ['in', 'out'] as const) out.push({ kind: 'let-through', owner: p.networkId, family: h.family, chain, match, bridge: p.bridge, to });
+  }
+  return out;
 }
 
 export function dnatShape(r: Pick<DnatRule, 'hostPorts' | 'toPorts'>): DnatShape {

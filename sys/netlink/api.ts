@@ -17,7 +17,7 @@
  * or may not have been applied; the next call starts a new process), EXHAUSTED, INTERNAL.
  */
 import type { TsnetError } from '../../core/errors.js';
-import type { Family, IfName, IpAddr, MacAddr, NetnsRef, Prefix } from '../../core/net.js';
+import type { Family, IfName, IpAddr, MacAddr, MacvlanMode, NetnsRef, Prefix } from '../../core/net.js';
 
 /** A network interface as the kernel reports it. */
 export interface Link {
@@ -34,6 +34,12 @@ export interface Link {
   readonly mac: MacAddr | undefined;
   /** The bridge (or other master) this link is a port of. */
   readonly master: IfName | undefined;
+  /** The interface alias (ifalias): tsnet's owner tag on what it created. */
+  readonly alias?: string | undefined;
+  /** The link a macvlan/vlan/vxlan sits on (its name in this namespace, when it is here). */
+  readonly parent?: IfName | undefined;
+  /** A VXLAN device's VNI. */
+  readonly vni?: number | undefined;
 }
 
 export interface Addr {
@@ -77,6 +83,52 @@ export interface VethSpec {
   readonly mtu?: number;
   readonly mac?: MacAddr;
   readonly peerMac?: MacAddr;
+  /** The alias (an owner tag: letters, digits and _ . : / @ + = -, at most 255) of the end created
+   *  in this namespace. */
+  readonly alias?: string;
+}
+
+
+/** A macvlan on `parent` (a link of this handle's namespace), created directly in `netns` under `name`. */
+export interface MacvlanSpec {
+  readonly name: IfName;
+  readonly parent: IfName;
+  readonly mode: MacvlanMode;
+  /** Where the macvlan is created (default: this handle's namespace). */
+  readonly netns?: NetnsRef;
+  readonly mtu?: number;
+  readonly mac?: MacAddr;
+}
+
+/**
+ * A VXLAN device (RFC 7348) in this handle's namespace: `vni` on UDP `port` (default 4789), sourced
+ * from `local`, with address learning off (the peers' entries are installed, never learnt by
+ * flooding) and ARP/ND proxy on (the device answers for the neighbour entries it holds, so no
+ * broadcast crosses the underlay). It starts down.
+ */
+export interface VxlanSpec {
+  readonly name: IfName;
+  readonly vni: number;
+  readonly local: IpAddr;
+  readonly port?: number;
+  /** The underlay device (optional: the route to each peer decides otherwise). */
+  readonly dev?: IfName;
+  readonly mtu?: number;
+  readonly mac?: MacAddr;
+}
+
+/** A permanent neighbour entry (IP → MAC) on a device: what a VXLAN proxy answers ARP/ND with. */
+export interface Neigh {
+  readonly dev: IfName;
+  readonly ip: IpAddr;
+  readonly mac: MacAddr;
+}
+
+/** A forwarding entry of a VXLAN device (`bridge fdb ... self`): frames for `mac` go to the VTEP `dst`. */
+export interface FdbEntry {
+  readonly dev: IfName;
+  readonly mac: MacAddr;
+  readonly dst: IpAddr;
 }
 
 /** Changes to an existing link, applied in one kernel request. An empty object is a no-op. */
@@ -94,6 +146,8 @@ export interface LinkChanges {
    * `master`, so both may be given at once; NOT_FOUND/INVALID_CONFIG if the link is no bridge port.
    */
   readonly isolated?: boolean;
+  /** The interface alias (an owner tag), same characters as BridgeOptions.alias. */
+  readonly alias?: string;
   /** Bridge port hairpin mode (`bridge_slave hairpin`): frames may go back out of the port they came in
    *  on (a container reaching itself through a published port). Same rules as `isolated`. */
   readonly hairpin?: boolean;
@@ -123,6 +177,12 @@ export type NetlinkOp =
   | ({ readonly op: 'addBridge'; readonly name: IfName } & BridgeOptions)
   | ({ readonly op: 'ensureBridge'; readonly name: IfName } & BridgeOptions)
   | ({ readonly op: 'addVeth' } & VethSpec)
+  | ({ readonly op: 'addMacvlan' } & MacvlanSpec)
+  | ({ readonly op: 'addVxlan' } & VxlanSpec)
+  | ({ readonly op: 'ensureNeigh' } & Neigh)
+  | { readonly op: 'removeNeigh'; readonly dev: IfName; readonly ip: IpAddr }
+  | ({ readonly op: 'ensureFdb' } & FdbEntry)
+  | ({ readonly op: 'removeFdb' } & FdbEntry)
   | { readonly op: 'removeLink'; readonly name: IfName }
   | { readonly op: 'setLink'; readonly name: IfName; readonly changes: LinkChanges }
   | ({ readonly op: 'addAddr'; readonly dev: IfName; readonly prefix: Prefix } & AddrOptions)
@@ -151,6 +211,11 @@ export interface Netlink {
   /** Creates a veth pair, the peer directly in `peerNetns`; ALREADY_EXISTS if either name is taken
    *  (in its namespace), NOT_FOUND if `peerNetns` does not exist. Both ends start down. */
   addVeth(spec: VethSpec): Promise<void>;
+  /** Creates a macvlan on `parent`, directly in `netns`; ALREADY_EXISTS if the name is taken there,
+   *  NOT_FOUND if the parent or the namespace does not exist. It starts down. */
+  addMacvlan(spec: MacvlanSpec): Promise<void>;
+  /** Creates a VXLAN device (learning off, proxy on); ALREADY_EXISTS if the name is taken. */
+  addVxlan(spec: VxlanSpec): Promise<void>;
   /** Deletes a link (for a veth, both ends); succeeds if it does not exist. */
   removeLink(name: IfName): Promise<void>;
   /** NOT_FOUND if the link (or the new master) does not exist. */
@@ -172,6 +237,19 @@ export interface Netlink {
   ensureRoute(route: RouteSpec): Promise<void>;
   /** Removes the first route matching the given fields (unset fields match anything); succeeds if none. */
   removeRoute(route: RouteSpec): Promise<void>;
+
+  /** The permanent neighbour entries of `dev` (NOT_FOUND if it does not exist). */
+  listNeighs(dev: IfName): Promise<readonly Neigh[]>;
+  /** Creates or replaces the permanent entry of `ip` on `dev`; NOT_FOUND if `dev` does not exist. */
+  ensureNeigh(n: Neigh): Promise<void>;
+  /** Succeeds if the entry (or the device) is not there. */
+  removeNeigh(dev: IfName, ip: IpAddr): Promise<void>;
+  /** The VXLAN forwarding entries of `dev` that have a destination (NOT_FOUND if it does not exist). */
+  listFdb(dev: IfName): Promise<readonly FdbEntry[]>;
+  /** Creates or replaces the entry of `mac` on the VXLAN device `dev`; NOT_FOUND if `dev` does not exist. */
+  ensureFdb(e: FdbEntry): Promise<void>;
+  /** Succeeds if the entry (or the device) is not there. */
+  removeFdb(e: FdbEntry): Promise<void>;
 
   /**
    * Runs `ops` in order in one round trip and reports each op's outcome (a failed op does not stop

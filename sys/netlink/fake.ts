@@ -24,7 +24,7 @@ import type {
 import { checkIfName, describeOp, isRemove, validateOp, validateOps } from './ops.js';
 import { parseSysctlKey, parseSysctlValue } from '../sysctl.js';
 
-export type FakeOpName = NetlinkOpName | 'getLink' | 'listLinks' | 'listAddrs' | 'listRoutes' | 'sysctlGet' | 'sysctlSet';
+export type FakeOpName = NetlinkOpName | 'getLink' | 'listLinks' | 'listAddrs' | 'listRoutes' | 'listNeighs' | 'listFdb' | 'sysctlGet' | 'sysctlSet';
 
 export interface FakeCall {
   readonly ns: string;
@@ -51,7 +51,7 @@ export interface FakeNetlink {
   clearCalls(): void;
 }
 
-type Kind = 'loopback' | 'bridge' | 'veth';
+type Kind = 'loopback' | 'bridge' | 'veth' | 'macvlan' | 'vxlan';
 
 interface FLink {
   readonly id: number;
@@ -70,6 +70,13 @@ interface FLink {
   linkLocal: IpAddr | undefined;
   /** Per-device sysctls that were set ("ipv4.forwarding" → "1"). */
   readonly conf: Map<string, string>;
+  alias: string | undefined;
+  /** A macvlan's lower link (possibly in another namespace). */
+  lower: FLink | undefined;
+  /** A VXLAN device's VNI, permanent neighbour entries (ip → mac) and FDB entries (mac → dst). */
+  vni: number | undefined;
+  readonly neighs: Map<string, MacAddr>;
+  readonly fdb: Map<string, IpAddr>;
 }
 
 interface FAddr {
@@ -143,7 +150,8 @@ export function createFakeNetlink(): FakeNetlink {
     const link: FLink = {
       id, ns, kind, index: ns.nextIndex++, name, up: false, mtu,
       mac: mac ?? `0a:fa:${[id >> 24, id >> 16, id >> 8, id].map(hex).join(':')}`, // locally administered, unicast
-      master: undefined, isolated: false, peer: undefined, linkLocal: undefined, conf: new Map(),
+      master: undefined, isolated: false, peer: undefined, linkLocal: undefined, conf: new Map(), alias: undefined, lower: undefined,
+      vni: undefined, neighs: new Map(), fdb: new Map(),
     };
     ns.links.push(link);
     return link;
@@ -169,6 +177,10 @@ export function createFakeNetlink(): FakeNetlink {
         return true;
       case 'veth':
         return l.peer?.up === true;
+      case 'macvlan':
+        return l.lower !== undefined && carrier(l.lower, depth + 1);
+      case 'vxlan':
+        return true;
       case 'bridge': {
         const ports = portsOf(l);
         return ports.length === 0 || (depth < 4 && ports.some((p) => carrier(p, depth + 1)));
@@ -200,7 +212,9 @@ export function createFakeNetlink(): FakeNetlink {
   };
 
   const deleteLink = (l: FLink): void => {
-    const gone = [l, ...(l.peer ? [l.peer] : [])];
+    // A veth takes its peer; a link takes the macvlans on it (wherever they are).
+    const uppers = [...namespaces.values()].flatMap((n) => n.links.filter((x) => x.lower === l));
+    const gone = [l, ...(l.peer ? [l.peer] : []), ...uppers];
     for (const g of gone) {
       g.ns.links = g.ns.links.filter((x) => x !== g);
       g.ns.addrs = g.ns.addrs.filter((a) => a.link !== g);
@@ -273,6 +287,9 @@ export function createFakeNetlink(): FakeNetlink {
     mtu: l.mtu,
     mac: l.mac as MacAddr,
     master: l.master?.name as IfName | undefined,
+    ...(l.alias !== undefined ? { alias: l.alias } : {}),
+    ...(l.lower !== undefined && l.lower.ns === l.ns ? { parent: l.lower.name as IfName } : {}),
+    ...(l.vni !== undefined ? { vni: l.vni } : {}),
   });
 
   // -- operations ----------------------------------------------------------------------------
@@ -341,6 +358,7 @@ export function createFakeNetlink(): FakeNetlink {
     if (c.mac !== undefined) l.mac = c.mac;
     if (c.mtu !== undefined) l.mtu = c.mtu;
     if (c.isolated !== undefined) l.isolated = c.isolated;
+    if (c.alias !== undefined) l.alias = c.alias;
     if (c.name !== undefined) l.name = c.name;
     if (master !== undefined) l.master = master ?? undefined;
     if (master === null) l.isolated = false;
@@ -374,6 +392,42 @@ export function createFakeNetlink(): FakeNetlink {
         const b = newLink(peerNs, 'veth', op.peer, op.mtu ?? 1500, op.peerMac);
         a.peer = b;
         b.peer = a;
+        if (op.alias !== undefined) a.alias = op.alias;
+        return;
+      }
+      case 'addMacvlan': {
+        const lower = need(ns, op.parent, what);
+        const target = op.netns === undefined ? ns : nsOf(op.netns, 'netns');
+        if (find(target, op.name)) throw err('ALREADY_EXISTS', `${what} (netns ${target.label}): RTNETLINK answers: File exists`);
+        if (lower.kind === 'loopback') throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Invalid argument`);
+        const m = newLink(target, 'macvlan', op.name, op.mtu ?? lower.mtu, op.mac);
+        m.lower = lower;
+        settle();
+        return;
+      }
+      case 'addVxlan': {
+        if (find(ns, op.name)) throw err('ALREADY_EXISTS', `${what} (netns ${ns.label}): RTNETLINK answers: File exists`);
+        if (op.dev !== undefined) need(ns, op.dev, what);
+        if (ns.links.some((l) => l.kind === 'vxlan' && l.vni === op.vni)) throw err('ALREADY_EXISTS', `${what} (netns ${ns.label}): Error: A VXLAN device with the specified VNI already exists.`);
+        const v = newLink(ns, 'vxlan', op.name, op.mtu ?? 1450, op.mac);
+        v.vni = op.vni;
+        return;
+      }
+      case 'ensureNeigh':
+        need(ns, op.dev, what).neighs.set(op.ip, op.mac);
+        return;
+      case 'removeNeigh':
+        find(ns, op.dev)?.neighs.delete(op.ip);
+        return;
+      case 'ensureFdb': {
+        const l = need(ns, op.dev, what);
+        if (l.kind !== 'vxlan') throw err('INVALID_CONFIG', `${what} (netns ${ns.label}): RTNETLINK answers: Operation not supported`);
+        l.fdb.set(op.mac, op.dst);
+        return;
+      }
+      case 'removeFdb': {
+        const l = find(ns, op.dev);
+        if (l !== undefined && l.fdb.get(op.mac) === op.dst) l.fdb.delete(op.mac);
         return;
       }
       case 'removeLink': {
@@ -502,6 +556,16 @@ export function createFakeNetlink(): FakeNetlink {
       addBridge: (name, opts = {}) => one({ op: 'addBridge', name, ...opts }),
       ensureBridge: (name, opts = {}) => one({ op: 'ensureBridge', name, ...opts }),
       addVeth: (spec) => one({ op: 'addVeth', ...spec }),
+      addMacvlan: (spec) => one({ op: 'addMacvlan', ...spec }),
+      addVxlan: (spec) => one({ op: 'addVxlan', ...spec }),
+      listNeighs: (dev) =>
+        read('listNeighs', dev, (ns) => [...need(ns, checkIfName(dev, 'dev'), 'list neighbours').neighs].map(([ip, mac]) => ({ dev, ip: ip as IpAddr, mac }))),
+      ensureNeigh: (x) => one({ op: 'ensureNeigh', ...x }),
+      removeNeigh: (dev, ip) => one({ op: 'removeNeigh', dev, ip }),
+      listFdb: (dev) =>
+        read('listFdb', dev, (ns) => [...need(ns, checkIfName(dev, 'dev'), 'list fdb').fdb].map(([mac, dst]) => ({ dev, mac: mac as MacAddr, dst }))),
+      ensureFdb: (x) => one({ op: 'ensureFdb', ...x }),
+      removeFdb: (x) => one({ op: 'removeFdb', ...x }),
       removeLink: (name) => one({ op: 'removeLink', name }),
       setLink: (name, changes) => one({ op: 'setLink', name, changes }),
       addAddr: (dev, prefix, opts = {}) => one({ op: 'addAddr', dev, prefix, ...opts }),

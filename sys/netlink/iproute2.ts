@@ -44,13 +44,13 @@ import {
   netnsLabel, parseMac, parsePrefix,
   type Family, type IfName, type IpAddr, type MacAddr, type NetnsRef, type Prefix,
 } from '../../core/net.js';
-import { inNetns, spawnLongLived, type Argv, type LongLived } from '../exec.js';
+import { execDetails, inNetns, run, spawnLongLived, type Argv, type LongLived } from '../exec.js';
 import { checkNetns } from '../netns.js';
 import type {
-  Addr, AddrOptions, BatchResult, BridgeOptions, Link, LinkChanges, Netlink, NetlinkCache, NetlinkOp,
-  Route, RouteSpec, VethSpec,
+  Addr, AddrOptions, BatchResult, BridgeOptions, FdbEntry, Link, LinkChanges, Neigh, Netlink, NetlinkCache, NetlinkOp,
+  MacvlanSpec, Route, RouteSpec, VethSpec, VxlanSpec,
 } from './api.js';
-import { checkIfName, describeOp, isRemove, validateOp, validateOps } from './ops.js';
+import { checkIfName, describeOp, isFdbOp, isRemove, validateOp, validateOps } from './ops.js';
 
 // ---------------------------------------------------------------------------------------------
 // Error mapping: the one place where ip's and the kernel's messages become codes.
@@ -86,7 +86,9 @@ const IpLinkSchema = z.object({
   mtu: z.int(),
   address: z.optional(z.string()),
   master: z.optional(z.string()),
-  linkinfo: z.optional(z.object({ info_kind: z.optional(z.string()) })),
+  ifalias: z.optional(z.string()),
+  link: z.optional(z.nullable(z.string())),
+  linkinfo: z.optional(z.object({ info_kind: z.optional(z.string()), info_data: z.optional(z.object({ id: z.optional(z.int()) })) })),
   addr_info: z.optional(z.array(IpAddrInfoSchema)),
 });
 const IpLinksSchema = z.array(IpLinkSchema);
@@ -144,7 +146,64 @@ export function toLink(l: IpLink): Link {
     mtu: l.mtu,
     mac: macOf(l.address),
     master: l.master as IfName | undefined,
+    ...(l.ifalias !== undefined && l.ifalias !== '' ? { alias: l.ifalias } : {}),
+    ...(typeof l.link === 'string' ? { parent: l.link as IfName } : {}),
+    ...(l.linkinfo?.info_kind === 'vxlan' && l.linkinfo.info_data?.id !== undefined ? { vni: l.linkinfo.info_data.id } : {}),
   };
+}
+
+/** One JSON document printed by ip or bridge, checked against `schema`. */
+function parseJsonOutput<T>(what: string, text: string, schema: z.ZodMiniType<T>): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw badOutput(what, `not JSON: ${text.slice(0, 200)}`);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) throw badOutput(what, z.prettifyError(r.error));
+  return r.data;
+}
+
+const IpNeighsSchema = z.array(z.object({ dst: z.string(), lladdr: z.optional(z.string()), state: z._default(z.array(z.string()), []) }));
+/** Parses one line of `ip -json neigh show dev DEV`: the permanent entries. */
+export function parseIpNeighs(line: string, dev: IfName): Neigh[] {
+  return parseJsonOutput('neigh show', line, IpNeighsSchema).flatMap((e) => {
+    const mac = macOf(e.lladdr);
+    return e.state.includes('PERMANENT') && mac !== undefined ? [{ dev, ip: e.dst as IpAddr, mac }] : [];
+  });
+}
+
+const BridgeFdbSchema = z.array(z.object({ mac: z.string(), dst: z.optional(z.string()), flags: z._default(z.array(z.string()), []) }));
+/** Parses `bridge -json fdb show dev DEV`: the device's own entries with a destination. */
+export function parseBridgeFdb(text: string, dev: IfName): FdbEntry[] {
+  if (text.trim() === '') return [];
+  return parseJsonOutput('fdb show', text, BridgeFdbSchema).flatMap((e) => {
+    const mac = macOf(e.mac);
+    return e.dst !== undefined && e.flags.includes('self') && mac !== undefined ? [{ dev, mac, dst: e.dst as IpAddr }] : [];
+  });
+}
+
+/** The `bridge` batch line of an FDB op (validated). */
+export function fdbLine(op: Extract<NetlinkOp, { op: 'ensureFdb' | 'removeFdb' }>): string {
+  return `fdb ${op.op === 'ensureFdb' ? 'replace' : 'del'} ${op.mac} dev ${op.dev} dst ${op.dst} self${op.op === 'ensureFdb' ? ' permanent' : ''}`;
+}
+
+/**
+ * Per-line outcomes of a `bridge -force -batch -` run from its stderr: each failing line prints its
+ * message(s) then `Command failed -:N` (N counted from 1), and the others print nothing.
+ */
+export function batchFailures(stderr: string): Map<number, string> {
+  const out = new Map<number, string>();
+  let pending: string[] = [];
+  for (const line of stderr.split('\n')) {
+    const m = COMMAND_FAILED.exec(line);
+    if (m) {
+      out.set(Number(m[2]), pending.join('; ') || 'failed (no message)');
+      pending = [];
+    } else if (line.trim() !== '') pending.push(line.trim());
+  }
+  return out;
 }
 
 export function toAddrs(l: IpLink): Addr[] {
@@ -213,8 +272,28 @@ export function opLines(op: NetlinkOp, ns: NetnsRef, selfNetns: string): string[
       return [
         `link add name ${op.name}${opt('mtu', op.mtu)}${opt('address', op.mac)} type veth` +
           ` peer name ${op.peer}${opt('mtu', op.mtu)}${opt('address', op.peerMac)}${netns}`,
+        // `link add` ignores an alias: a line of its own. It would also run if the add failed on a
+        // name someone else holds; veth names are tsnet's (random or hashed), so none does.
+        ...(op.alias !== undefined ? [`link set dev ${op.name} alias ${op.alias}`] : []),
       ];
     }
+    case 'addMacvlan': {
+      const target = op.netns;
+      const netns = target !== undefined && netnsLabel(target) !== netnsLabel(ns) ? ` netns ${target.kind === 'path' ? target.path : selfNetns}` : '';
+      return [`link add link ${op.parent} name ${op.name}${netns}${opt('mtu', op.mtu)}${opt('address', op.mac)} type macvlan mode ${op.mode}`];
+    }
+    case 'addVxlan':
+      return [
+        `link add name ${op.name}${opt('mtu', op.mtu)}${opt('address', op.mac)} type vxlan id ${op.vni} local ${op.local} dstport ${op.port ?? 4789}${opt('dev', op.dev)} nolearning proxy`,
+      ];
+    case 'ensureNeigh':
+      return [`neigh replace ${op.ip} lladdr ${op.mac} dev ${op.dev} nud permanent`];
+    case 'removeNeigh':
+      return [`neigh del ${op.ip} dev ${op.dev}`];
+    case 'ensureFdb':
+    case 'removeFdb':
+      // Run by the `bridge` tool (Iproute2Handle routes them there); never an `ip` line.
+      throw new TsnetError('INTERNAL', `${describeOp(op)}: not an ip batch line`);
     case 'removeLink':
       return [`link del dev ${op.name}`];
     case 'setLink': {
@@ -223,6 +302,7 @@ export function opLines(op: NetlinkOp, ns: NetnsRef, selfNetns: string): string[
       if (c.name !== undefined) args += ` name ${c.name}`;
       if (c.mac !== undefined) args += ` address ${c.mac}`;
       if (c.mtu !== undefined) args += ` mtu ${c.mtu}`;
+      if (c.alias !== undefined) args += ` alias ${c.alias}`;
       if (c.master === null) args += ' nomaster';
       else if (c.master !== undefined) args += ` master ${c.master}`;
       if (c.up !== undefined) args += c.up ? ' up' : ' down';
@@ -553,6 +633,8 @@ export interface Iproute2Deps {
   readonly log?: Logger;
   /** The `ip` binary (default `ip`, found on the fixed PATH). */
   readonly ip?: string;
+  /** The `bridge` binary (FDB entries; default `bridge`). */
+  readonly bridge?: string;
   /**
    * Ends a namespace's ip process after this long without work (it restarts on the next call).
    * A process inside a namespace keeps that namespace alive, so the default is 5 s for namespace
@@ -601,6 +683,7 @@ class Iproute2Handle implements Iproute2Netlink {
   readonly #checkNetns: (ns: NetnsRef, field: string) => Promise<unknown>;
   readonly #log: Logger;
   readonly #ip: string;
+  readonly #bridge: string;
   readonly #idleMs: number;
   readonly #opTimeoutMs: number;
   readonly #selfNetns: string;
@@ -626,6 +709,7 @@ class Iproute2Handle implements Iproute2Netlink {
     this.#checkNetns = deps.checkNetns ?? checkNetns;
     this.#log = (deps.log ?? nullLogger).child({ component: 'netlink', netns: this.#label });
     this.#ip = deps.ip ?? 'ip';
+    this.#bridge = deps.bridge ?? 'bridge';
     this.#idleMs = deps.idleMs ?? (ns.kind === 'path' ? 5_000 : Infinity);
     this.#opTimeoutMs = deps.opTimeoutMs ?? 30_000;
     this.#selfNetns = deps.selfNetns ?? `/proc/${process.pid}/ns/net`;
@@ -785,8 +869,52 @@ class Iproute2Handle implements Iproute2Netlink {
     this.#idleTimer.unref();
   }
 
+  /**
+   * FDB ops of one tick, run by one `bridge -force -batch -` process: iproute2's `ip` has no FDB
+   * object, and entries are written in bursts (a peer's endpoints), so a process per burst is cheap.
+   */
+  #fdbQueue: { readonly op: Extract<NetlinkOp, { op: 'ensureFdb' | 'removeFdb' }>; readonly resolve: () => void; readonly reject: (e: TsnetError) => void }[] = [];
+
+  #fdb(op: Extract<NetlinkOp, { op: 'ensureFdb' | 'removeFdb' }>): Promise<void> {
+    if (this.#closed) return Promise.reject(new TsnetError('UNAVAILABLE', `netlink handle for netns ${this.#label} is closed`));
+    return new Promise<void>((resolve, reject) => {
+      this.#fdbQueue.push({ op, resolve, reject });
+      if (this.#fdbQueue.length === 1) queueMicrotask(() => void this.#flushFdb());
+    });
+  }
+
+  async #flushFdb(): Promise<void> {
+    const jobs = this.#fdbQueue.splice(0);
+    const lines = jobs.map((j) => fdbLine(j.op));
+    let failures = new Map<number, string>();
+    try {
+      await run(inNetns(this.ns, [this.#bridge, '-force', '-batch', '-']), { input: `${lines.join('\n')}\n`, timeoutMs: this.#opTimeoutMs });
+    } catch (err) {
+      const d = execDetails(err);
+      if (d === undefined || d.exitCode === null) {
+        for (const j of jobs) j.reject(new TsnetError('UNAVAILABLE', `bridge fdb (netns ${this.#label}): ${err instanceof Error ? err.message : String(err)}`));
+        return;
+      }
+      failures = batchFailures(d.stderr);
+      if (failures.size === 0) failures = new Map(jobs.map((_, i) => [i + 1, d.stderr.trim() || `exited ${String(d.exitCode)}`]));
+    }
+    jobs.forEach((j, i) => {
+      const message = failures.get(i + 1);
+      if (message === undefined) return j.resolve();
+      const code = classifyIpError(message);
+      if (j.op.op === 'removeFdb' && code === 'NOT_FOUND') return j.resolve();
+      j.reject(this.#fail(j.op, lines[i], message, code));
+    });
+  }
+
   /** Runs one validated mutation. */
   #mutate(op: NetlinkOp): Promise<void> {
+    if (isFdbOp(op)) {
+      return this.#fdb(op).catch((err: unknown) => {
+        if (isCode(err, 'NOT_FOUND') && op.op === 'removeFdb') return;
+        throw err;
+      });
+    }
     return this.#submit(this.#plan(op)).catch((err: unknown) => {
       // A namespace that is gone has none of the objects a remove targets.
       if (isRemove(op) && isCode(err, 'NOT_FOUND')) return;
@@ -804,7 +932,7 @@ class Iproute2Handle implements Iproute2Netlink {
     const lines = opLines(op, this.ns, this.#selfNetns);
     // ip exits (a fatal argument error) on a namespace path it cannot open: check first, so that a
     // missing peer namespace is a clean NOT_FOUND and the other operations in flight are unharmed.
-    const peer = op.op === 'addVeth' ? op.peerNetns : undefined;
+    const peer = op.op === 'addVeth' ? op.peerNetns : op.op === 'addMacvlan' ? op.netns : undefined;
     const prepare =
       peer?.kind === 'path' && netnsLabel(peer) !== this.#label
         ? async (): Promise<void> => {
@@ -900,6 +1028,38 @@ class Iproute2Handle implements Iproute2Netlink {
   }
   addVeth(spec: VethSpec): Promise<void> {
     return this.#one({ op: 'addVeth', ...spec });
+  }
+  addMacvlan(spec: MacvlanSpec): Promise<void> {
+    return this.#one({ op: 'addMacvlan', ...spec });
+  }
+  addVxlan(spec: VxlanSpec): Promise<void> {
+    return this.#one({ op: 'addVxlan', ...spec });
+  }
+  async listNeighs(dev: IfName): Promise<readonly Neigh[]> {
+    const d = checkIfName(dev, 'dev');
+    const got = await this.#read(`neigh show dev ${d}`, (out) => parseIpNeighs(out, d));
+    if (got === undefined) throw new TsnetError('NOT_FOUND', `list neighbours (netns ${this.#label}): device ${d} does not exist`, { details: { field: 'dev', value: d } });
+    return got;
+  }
+  ensureNeigh(n: Neigh): Promise<void> {
+    return this.#one({ op: 'ensureNeigh', ...n });
+  }
+  removeNeigh(dev: IfName, ip: IpAddr): Promise<void> {
+    return this.#one({ op: 'removeNeigh', dev, ip });
+  }
+  async listFdb(dev: IfName): Promise<readonly FdbEntry[]> {
+    const d = checkIfName(dev, 'dev');
+    if ((await this.getLink(d)) === undefined) throw new TsnetError('NOT_FOUND', `list fdb (netns ${this.#label}): device ${d} does not exist`, { details: { field: 'dev', value: d } });
+    const { stdout } = await run(inNetns(this.ns, [this.#bridge, '-json', 'fdb', 'show', 'dev', d]), { timeoutMs: this.#opTimeoutMs }).catch((err: unknown) => {
+      throw new TsnetError('UNAVAILABLE', `list fdb (netns ${this.#label}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    });
+    return parseBridgeFdb(stdout, d);
+  }
+  ensureFdb(e: FdbEntry): Promise<void> {
+    return this.#one({ op: 'ensureFdb', ...e });
+  }
+  removeFdb(e: FdbEntry): Promise<void> {
+    return this.#one({ op: 'removeFdb', ...e });
   }
   removeLink(name: IfName): Promise<void> {
     return this.#one({ op: 'removeLink', name });

@@ -6,7 +6,7 @@
  */
 import { TsnetError } from '../../core/errors.js';
 import {
-  addrFamily, parseIfName, parseIpAddr, parseMac, parsePrefix, prefixNetwork,
+  addrFamily, MACVLAN_MODES, parseIfName, parseIpAddr, parseMac, parsePrefix, prefixNetwork,
   type IfName, type IpAddr, type MacAddr, type NetnsRef, type Prefix,
 } from '../../core/net.js';
 import type { LinkChanges, NetlinkOp, RouteSpec } from './api.js';
@@ -42,6 +42,13 @@ export function checkIpAddr(raw: unknown, field: string): IpAddr {
 export function checkMac(raw: unknown, field: string): MacAddr {
   if (typeof raw !== 'string') throw invalid(field, raw, 'not a string');
   return parseMac(raw, field);
+}
+
+/** An interface alias goes into an `ip -batch` line: no blanks, quotes or '#'. */
+const ALIAS = /^[A-Za-z0-9_.:\/@+=-]{1,255}$/;
+export function checkAlias(raw: unknown, field: string): string {
+  if (typeof raw !== 'string' || !ALIAS.test(raw)) throw invalid(field, raw, "must be 1-255 of letters, digits and _ . : / @ + = -");
+  return raw;
 }
 
 export function checkMtu(raw: unknown, field: string): number {
@@ -94,7 +101,7 @@ function checkChanges(raw: LinkChanges, field: string): LinkChanges {
   if (typeof raw !== 'object' || raw === null) throw invalid(field, raw, 'not an object');
   const out: { -readonly [K in keyof LinkChanges]: LinkChanges[K] } = {};
   for (const key of Object.keys(raw)) {
-    if (!['up', 'mtu', 'mac', 'master', 'name', 'isolated', 'hairpin'].includes(key)) throw invalid(`${field}.${key}`, (raw as Record<string, unknown>)[key], 'unknown link attribute');
+    if (!['up', 'mtu', 'mac', 'master', 'name', 'isolated', 'hairpin', 'alias'].includes(key)) throw invalid(`${field}.${key}`, (raw as Record<string, unknown>)[key], 'unknown link attribute');
   }
   if (raw.up !== undefined) {
     if (typeof raw.up !== 'boolean') throw invalid(`${field}.up`, raw.up, 'must be true or false');
@@ -104,6 +111,7 @@ function checkChanges(raw: LinkChanges, field: string): LinkChanges {
   if (raw.mac !== undefined) out.mac = checkMac(raw.mac, `${field}.mac`);
   if (raw.master !== undefined) out.master = raw.master === null ? null : checkIfName(raw.master, `${field}.master`);
   if (raw.name !== undefined) out.name = checkIfName(raw.name, `${field}.name`);
+  if (raw.alias !== undefined) out.alias = checkAlias(raw.alias, `${field}.alias`);
   if (raw.isolated !== undefined) {
     if (typeof raw.isolated !== 'boolean') throw invalid(`${field}.isolated`, raw.isolated, 'must be true or false');
     out.isolated = raw.isolated;
@@ -140,7 +148,39 @@ export function validateOp(op: NetlinkOp, where = ''): NetlinkOp {
         ...(op.mtu !== undefined ? { mtu: checkMtu(op.mtu, f('mtu')) } : {}),
         ...(op.mac !== undefined ? { mac: checkMac(op.mac, f('mac')) } : {}),
         ...(op.peerMac !== undefined ? { peerMac: checkMac(op.peerMac, f('peerMac')) } : {}),
+        ...(op.alias !== undefined ? { alias: checkAlias(op.alias, f('alias')) } : {}),
       };
+    case 'addMacvlan':
+      if (!(MACVLAN_MODES as readonly string[]).includes(op.mode)) throw invalid(f('mode'), op.mode, `must be one of ${MACVLAN_MODES.join(', ')}`);
+      return {
+        op: op.op,
+        name: checkIfName(op.name, f('name')),
+        parent: checkIfName(op.parent, f('parent')),
+        mode: op.mode,
+        ...(op.netns !== undefined ? { netns: checkNetnsRef(op.netns, f('netns')) } : {}),
+        ...(op.mtu !== undefined ? { mtu: checkMtu(op.mtu, f('mtu')) } : {}),
+        ...(op.mac !== undefined ? { mac: checkMac(op.mac, f('mac')) } : {}),
+      };
+    case 'addVxlan':
+      if (typeof op.vni !== 'number' || !Number.isInteger(op.vni) || op.vni < 1 || op.vni > 0xff_ffff) throw invalid(f('vni'), op.vni, 'must be an integer 1-16777215');
+      if (op.port !== undefined && (typeof op.port !== 'number' || !Number.isInteger(op.port) || op.port < 1 || op.port > 65_535)) throw invalid(f('port'), op.port, 'must be an integer 1-65535');
+      return {
+        op: op.op,
+        name: checkIfName(op.name, f('name')),
+        vni: op.vni,
+        local: checkIpAddr(op.local, f('local')),
+        ...(op.port !== undefined ? { port: op.port } : {}),
+        ...(op.dev !== undefined ? { dev: checkIfName(op.dev, f('dev')) } : {}),
+        ...(op.mtu !== undefined ? { mtu: checkMtu(op.mtu, f('mtu')) } : {}),
+        ...(op.mac !== undefined ? { mac: checkMac(op.mac, f('mac')) } : {}),
+      };
+    case 'ensureNeigh':
+      return { op: op.op, dev: checkIfName(op.dev, f('dev')), ip: checkIpAddr(op.ip, f('ip')), mac: checkMac(op.mac, f('mac')) };
+    case 'removeNeigh':
+      return { op: op.op, dev: checkIfName(op.dev, f('dev')), ip: checkIpAddr(op.ip, f('ip')) };
+    case 'ensureFdb':
+    case 'removeFdb':
+      return { op: op.op, dev: checkIfName(op.dev, f('dev')), mac: checkMac(op.mac, f('mac')), dst: checkIpAddr(op.dst, f('dst')) };
     case 'removeLink':
       return { op: op.op, name: checkIfName(op.name, f('name')) };
     case 'setLink':
@@ -187,6 +227,18 @@ export function describeOp(op: NetlinkOp): string {
       return `ensure bridge ${op.name}`;
     case 'addVeth':
       return `add veth ${op.name} peer ${op.peer}`;
+    case 'addMacvlan':
+      return `add macvlan ${op.name} on ${op.parent}`;
+    case 'addVxlan':
+      return `add vxlan ${op.name} vni ${op.vni}`;
+    case 'ensureNeigh':
+      return `ensure neighbour ${op.ip} lladdr ${op.mac} dev ${op.dev}`;
+    case 'removeNeigh':
+      return `remove neighbour ${op.ip} dev ${op.dev}`;
+    case 'ensureFdb':
+      return `ensure fdb ${op.mac} dst ${op.dst} dev ${op.dev}`;
+    case 'removeFdb':
+      return `remove fdb ${op.mac} dst ${op.dst} dev ${op.dev}`;
     case 'removeLink':
       return `remove link ${op.name}`;
     case 'setLink':
@@ -206,7 +258,12 @@ export function describeOp(op: NetlinkOp): string {
   }
 }
 
+/** FDB ops run through iproute2's `bridge` tool, not `ip`. */
+export function isFdbOp(op: NetlinkOp): op is Extract<NetlinkOp, { op: 'ensureFdb' | 'removeFdb' }> {
+  return op.op === 'ensureFdb' || op.op === 'removeFdb';
+}
+
 /** Removes succeed when their target is already gone. */
 export function isRemove(op: NetlinkOp): boolean {
-  return op.op === 'removeLink' || op.op === 'removeAddr' || op.op === 'removeRoute';
+  return op.op === 'removeLink' || op.op === 'removeAddr' || op.op === 'removeRoute' || op.op === 'removeNeigh' || op.op === 'removeFdb';
 }

@@ -26,6 +26,7 @@
 import { z } from 'zod';
 import { TsnetError } from '../../core/errors.js';
 import { invalidName, parseCollectionName } from './names.js';
+import type { IpAddr, Prefix } from '../../core/net.js';
 
 export interface LockOptions {
   /** Gives up waiting (TsnetError UNAVAILABLE) when aborted. Does not interrupt a running `fn`. */
@@ -40,7 +41,24 @@ export type OpOptions = LockOptions;
 export interface ListOptions extends OpOptions {
   /** Only records whose id starts with this (cheap: other files are not read). */
   readonly prefix?: string;
+  /** Records that cannot be read are set aside (`setAside`); their errors say so (`details.setAside`). */
+  readonly setAside?: boolean;
 }
+
+export interface GetOptions extends OpOptions {
+  /** A record that cannot be read is set aside (`setAside`) and reads as absent. */
+  readonly setAside?: boolean;
+}
+
+/** A record set aside because it could not be read. */
+export interface SetAsideRecord {
+  readonly id: string;
+  /** Where it is kept now (STATE/corrupt/COLLECTION/ID.json). */
+  readonly path: string;
+}
+
+/** The problems for which a record is set aside: it will never read (a newer tsnet's record is left alone). */
+export const SET_ASIDE_PROBLEMS: readonly CorruptProblem[] = ['empty', 'invalid-json', 'not-a-record', 'id-mismatch', 'older-version', 'schema'];
 
 export interface RecordSpec<T> {
   /** Collection name: 1-64 of [a-z0-9_.-], starting with a letter or digit. */
@@ -66,12 +84,30 @@ export interface ListResult<T> {
   readonly entries: readonly Entry<T>[];
   /** One TsnetError (INTERNAL, `details.path`, `details.problem`) per file that did not. */
   readonly errors: readonly TsnetError[];
+  /**
+   * With `setAside`: the files that are no readable record, moved out of the way (set aside) or left
+   * (a newer tsnet's, a stray file), which the caller reports and skips; `errors` then holds only
+   * real failures (the disk).
+   */
+  readonly unreadable?: readonly TsnetError[];
+}
+
+/** With `setAside`: splits a listing's errors into what is skipped (reported) and what fails. */
+export function splitUnreadable(errors: readonly TsnetError[]): { readonly unreadable: TsnetError[]; readonly errors: TsnetError[] } {
+  const unreadable: TsnetError[] = [];
+  const failed: TsnetError[] = [];
+  for (const e of errors) {
+    const problem = e.details['problem'];
+    if (e.details['setAside'] !== undefined || problem === 'newer-version' || problem === 'unexpected-file') unreadable.push(e);
+    else failed.push(e);
+  }
+  return { unreadable, errors: failed };
 }
 
 export interface Collection<T> {
   readonly name: string;
-  /** The record, or undefined if there is none. Throws INTERNAL (naming the file) if it is corrupt. */
-  get(id: string, opts?: OpOptions): Promise<T | undefined>;
+  /** The record, or undefined if there is none. Throws INTERNAL (naming the file) if it is corrupt (unless `setAside`). */
+  get(id: string, opts?: GetOptions): Promise<T | undefined>;
   /** The record; NOT_FOUND if there is none. */
   require(id: string, opts?: OpOptions): Promise<T>;
   /** Every record that reads, plus an error per file that does not. Never throws for one bad file. */
@@ -86,6 +122,16 @@ export interface Collection<T> {
   upsert(id: string, fn: (current: T | undefined) => T | Promise<T>, opts?: OpOptions): Promise<T>;
   /** Removes the record (also a corrupt one); true if it existed, false if it was already gone. */
   delete(id: string, opts?: OpOptions): Promise<boolean>;
+  /**
+   * Moves a record that cannot be read (SET_ASIDE_PROBLEMS) out of the collection, kept as it was
+   * for inspection (an earlier one of the same id is replaced): the id is free again and listings no
+   * longer meet it. True if it moved; false for a readable record, a newer tsnet's, or none.
+   */
+  setAside(id: string, opts?: OpOptions): Promise<boolean>;
+  /** The records set aside, sorted by id. */
+  listSetAside(): Promise<SetAsideRecord[]>;
+  /** Deletes a record set aside; true if there was one. */
+  discardSetAside(id: string): Promise<boolean>;
 }
 
 export interface Reservation {
@@ -220,4 +266,140 @@ export function decodeRecord<T>(spec: RecordSpec<T>, id: string, text: string, p
 /** Sorts entries by id (code-unit order, the same in every implementation). */
 export function byId<E extends { readonly id: string }>(a: E, b: E): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+// The records CNI plugins leave for tsnet's DNS (cni-attachments.ts).
+
+export interface CniAttachmentRecord {
+  /** The DNS network's id (`cni-<network name>`, as the firewall owner of the network). */
+  readonly networkId: string;
+  /** The CNI network name (`name` of the configuration). */
+  readonly network: string;
+  /** The bridge's gateway addresses: where the resolver listens for this network. */
+  readonly gateways: readonly IpAddr[];
+  readonly subnets: readonly Prefix[];
+  readonly containerId: string;
+  readonly ifName: string;
+  /** The container's addresses on the network. */
+  readonly addresses: readonly IpAddr[];
+  /** Names answered with `addresses`, the canonical (PTR) one first. */
+  readonly names: readonly string[];
+}
+
+/** The attachment records of tsnet's DNS and the daemon that serves them, as a CNI plugin sees them. */
+export interface CniDnsRegistry {
+  put(id: string, rec: CniAttachmentRecord): Promise<void>;
+  /** true if the record existed. */
+  remove(id: string): Promise<boolean>;
+  /** Ids of the records whose id starts with `prefix`. */
+  ids(prefix: string): Promise<string[]>;
+  /** Temp files of records `keep` rejects (a writer killed mid-way); removes them, returns their names. */
+  removeStaleTemps(keep: (id: string) => boolean): Promise<string[]>;
+  /**
+   * Makes a running daemon reload and waits for its ack (at most `timeoutMs`: UNAVAILABLE beyond);
+   * false if none runs.
+   */
+  reload(timeoutMs: number): Promise<boolean>;
+}
+
+// The reference host-local IPAM's on-disk reservations (host-local.ts).
+
+export interface HostLocalReservation {
+  readonly ip: string;
+  readonly containerId: string;
+  /** Undefined for a legacy file holding the container id only. */
+  readonly ifName: string | undefined;
+}
+
+export interface HostLocalStore {
+  readonly dir: string;
+  /** Runs `fn` holding the directory's lock (kernel-released; see the file comment). Taken by GC;
+   *  ADD and DEL rely on the exclusive creation of reservation files. */
+  withLock<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Reserves `ip` for the attachment (false if it is taken). The file appears with its content or
+   * not at all (written beside, then linked into place), so a process killed mid-way never leaves a
+   * reservation without an owner. Errors: IO_FAILURE (disk full, read-only), INTERNAL.
+   */
+  reserve(ip: string, containerId: string, ifName: string): Promise<boolean>;
+  /** The last address handed out from range set `rangeId` (the round-robin hint). */
+  lastReserved(rangeId: number): Promise<string | undefined>;
+  /** Records the hint; best effort (a hint that cannot be written costs only round-robin order). */
+  setLastReserved(rangeId: number, ip: string): Promise<void>;
+  /** The reservation of one address, if any. */
+  get(ip: string): Promise<HostLocalReservation | undefined>;
+  /** Deletes the reservation file of `ip`; succeeds if absent. */
+  release(ip: string): Promise<void>;
+  /** Every reservation (walks the directory; skips `lock`, `last_reserved_ip.*` and temp files). */
+  list(): Promise<HostLocalReservation[]>;
+  /** Removes temp files whose writer is gone (a killed plugin's); returns their names. */
+  removeStaleTemps(isAlive: (pid: number) => boolean): Promise<string[]>;
+}
+
+// The cluster store (etcd.ts; kv-memory.ts for callers' unit tests): a consistent key-value store
+// shared by every host of a cluster, with revisions, leases and watches (etcd's v3 model).
+
+export interface KvEntry {
+  readonly key: string;
+  readonly value: string;
+  readonly createRevision: number;
+  readonly modRevision: number;
+  /** The lease the key is attached to (it goes when the lease expires). */
+  readonly lease?: string;
+}
+
+export type KvEvent =
+  | { readonly type: 'put'; readonly entry: KvEntry }
+  | { readonly type: 'delete'; readonly key: string; readonly modRevision: number };
+
+export type KvOp =
+  | { readonly op: 'put'; readonly key: string; readonly value: string; readonly lease?: string }
+  | { readonly op: 'delete'; readonly key: string };
+
+/** A condition of a transaction: the key is absent (`absent`), or was last written at `modRevision`. */
+export type KvCompare = { readonly key: string; readonly absent: true } | { readonly key: string; readonly modRevision: number };
+
+export interface KvTxnResult {
+  readonly succeeded: boolean;
+  readonly revision: number;
+  /** On failure: the entries of the keys named in `readOnFailure` that exist. */
+  readonly read: readonly KvEntry[];
+}
+
+export interface KvWatchHandler {
+  /** Events in revision order; `revision` is the store's revision they bring the watcher to. */
+  onEvents(events: readonly KvEvent[], revision: number): void;
+  /** The revision to resume from was compacted away: the watcher must list again (its `revision`). */
+  onCompacted(revision: number): void;
+  /** The watch stream broke (false) or is established again (true). */
+  onConnection?(up: boolean): void;
+}
+
+export interface KvWatch {
+  /** The last revision delivered (resumed from +1 after a reconnect). */
+  readonly revision: number;
+  /** Reconnects at once (the store is reachable again) instead of at the next retry. */
+  kick(): void;
+  close(): void;
+}
+
+export interface ClusterKv {
+  /** Where it is, for messages: "etcd://10.0.0.1:2379,10.0.0.2:2379". */
+  readonly where: string;
+  get(key: string): Promise<KvEntry | undefined>;
+  /** Every key under `prefix`, sorted, and the store's revision of that reading. */
+  list(prefix: string): Promise<{ readonly entries: readonly KvEntry[]; readonly revision: number }>;
+  /** One atomic round trip: `then` when every compare holds, else the keys of `readOnFailure` are read. */
+  txn(req: { readonly if: readonly KvCompare[]; readonly then: readonly KvOp[]; readonly readOnFailure?: readonly string[] }): Promise<KvTxnResult>;
+  put(key: string, value: string, opts?: { readonly lease?: string }): Promise<number>;
+  /** true if the key existed. */
+  delete(key: string): Promise<boolean>;
+  grantLease(ttlSeconds: number): Promise<string>;
+  /** Renews the lease; its remaining TTL in seconds, 0 when it has expired (or never existed). */
+  keepAlive(lease: string): Promise<number>;
+  /** Succeeds when the lease is already gone. */
+  revokeLease(lease: string): Promise<void>;
+  /** Watches every key under `prefix` from `fromRevision` on; reconnects by itself, resuming after the last revision delivered. */
+  watch(prefix: string, fromRevision: number, handler: KvWatchHandler): KvWatch;
+  close(): Promise<void>;
 }

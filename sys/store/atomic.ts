@@ -11,6 +11,9 @@ import { join } from 'node:path';
 /** A temp name beside `final`: a dot-file, unique per process and call. */
 export const tmpName = (final: string): string => `.${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 
+/** The fixed temp name of `final` (see writeAtomic). */
+export const fixedTempName = (final: string): string => `.${final}.tmp`;
+
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
@@ -20,11 +23,15 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** temp + write + fsync + rename + fsync(dir). */
-export async function writeAtomic(dir: string, final: string, text: string): Promise<void> {
-  const tmp = join(dir, tmpName(final));
+/**
+ * temp + write + fsync + rename + fsync(dir). `tmp`: a fixed temp name (`.NAME.tmp`), for a file with
+ * one writer at a time: a writer killed mid-way leaves a temp file whose name its owner knows (and
+ * removes); the default is unique per process and call, created exclusively.
+ */
+export async function writeAtomic(dir: string, final: string, text: string, opts: { readonly fixedTemp?: boolean } = {}): Promise<void> {
+  const tmp = join(dir, opts.fixedTemp === true ? fixedTempName(final) : tmpName(final));
   try {
-    const fh = await open(tmp, 'wx', 0o600);
+    const fh = await open(tmp, opts.fixedTemp === true ? 'w' : 'wx', 0o600);
     try {
       await fh.writeFile(text);
       await fh.sync();

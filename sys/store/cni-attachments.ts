@@ -11,25 +11,12 @@
  */
 import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TsnetError } from '../../core/errors.js';
-import type { IpAddr, Prefix } from '../../core/net.js';
-import { writeAtomic } from './atomic.js';
+import { TsnetError, fsError } from '../../core/errors.js';
+import { fixedTempName, writeAtomic } from './atomic.js';
+import type { CniAttachmentRecord, CniDnsRegistry } from './api.js';
 
-export interface CniAttachmentRecord {
-  /** The DNS network's id (`cni-<network name>`, as the firewall owner of the network). */
-  readonly networkId: string;
-  /** The CNI network name (`name` of the configuration). */
-  readonly network: string;
-  /** The bridge's gateway addresses: where the resolver listens for this network. */
-  readonly gateways: readonly IpAddr[];
-  readonly subnets: readonly Prefix[];
-  readonly containerId: string;
-  readonly ifName: string;
-  /** The container's addresses on the network. */
-  readonly addresses: readonly IpAddr[];
-  /** Names answered with `addresses`, the canonical (PTR) one first. */
-  readonly names: readonly string[];
-}
+export type { CniAttachmentRecord, CniDnsRegistry };
+
 
 export const CNI_ATTACHMENTS = { name: 'cni-attachments', version: 1 } as const;
 export const cniAttachmentsDir = (stateDir: string): string => join(stateDir, 'records', CNI_ATTACHMENTS.name);
@@ -41,19 +28,6 @@ function recordId(id: string): string {
   return id;
 }
 
-/** The attachment records of tsnet's DNS and the daemon that serves them, as a CNI plugin sees them. */
-export interface CniDnsRegistry {
-  put(id: string, rec: CniAttachmentRecord): Promise<void>;
-  /** true if the record existed. */
-  remove(id: string): Promise<boolean>;
-  /** Ids of the records whose id starts with `prefix`. */
-  ids(prefix: string): Promise<string[]>;
-  /**
-   * Makes a running daemon reload and waits for its ack (at most `timeoutMs`: UNAVAILABLE beyond);
-   * false if none runs.
-   */
-  reload(timeoutMs: number): Promise<boolean>;
-}
 
 
 /**
@@ -76,19 +50,28 @@ export function createCniDnsRegistry(o: {
       const text = `${JSON.stringify({ schemaVersion: CNI_ATTACHMENTS.version, id: recordId(id), record: rec })}\n`;
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
-        await writeAtomic(dir, `${id}.json`, text);
+        // One writer per attachment at a time (the runtime serializes its ADD and DEL): a fixed
+        // temp name, which DEL removes too when a killed writer left it.
+        await writeAtomic(dir, `${id}.json`, text, { fixedTemp: true });
       } catch (err) {
-        throw new TsnetError('UNAVAILABLE', `write ${file(id)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        throw fsError(`write ${file(id)}`, err, 'tsnetStateDir');
       }
     },
     async remove(id) {
-      try {
-        await unlink(file(id));
-        return true;
-      } catch (err) {
-        if (errno(err) === 'ENOENT') return false;
-        throw new TsnetError('UNAVAILABLE', `remove ${file(id)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      }
+      const [rec] = await Promise.all([
+        unlink(file(id)).then(() => true, (err: unknown) => {
+          if (errno(err) === 'ENOENT') return false;
+          throw fsError(`remove ${file(id)}`, err);
+        }),
+        unlink(join(dir, fixedTempName(`${recordId(id)}.json`))).catch(() => undefined),
+      ]);
+      return rec;
+    },
+    async removeStaleTemps(keep) {
+      const names = await readdir(dir).catch(() => [] as string[]);
+      const stale = names.filter((n) => n.startsWith('.') && /\.json\.tmp(-\d+-[0-9a-f]+)?$/.test(n) && !keep(n.slice(1).replace(/\.json\.tmp.*$/, '')));
+      for (const n of stale) await unlink(join(dir, n)).catch(() => undefined);
+      return stale;
     },
     async ids(prefix) {
       let names: string[];
@@ -96,7 +79,7 @@ export function createCniDnsRegistry(o: {
         names = await readdir(dir);
       } catch (err) {
         if (errno(err) === 'ENOENT') return [];
-        throw new TsnetError('UNAVAILABLE', `list ${dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        throw fsError(`list ${dir}`, err, 'tsnetStateDir');
       }
       return names.filter((n) => n.endsWith('.json') && !n.startsWith('.') && n.startsWith(prefix)).map((n) => n.slice(0, -'.json'.length)).sort();
     },

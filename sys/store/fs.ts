@@ -15,12 +15,15 @@
  * like the reference host-local plugin's one file per IP.
  */
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, realpath, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TsnetError, wrap } from '../../core/errors.js';
+import { TsnetError, fsError as coreFsError } from '../../core/errors.js';
 import {
   byId,
   corruptRecord,
+  SET_ASIDE_PROBLEMS,
+  splitUnreadable,
+  type CorruptProblem,
   decodeRecord,
   encodeRecord,
   parseCollectionName,
@@ -56,15 +59,12 @@ function errnoOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
-/** An fs failure as a TsnetError: a full or read-only disk or a permission problem is UNAVAILABLE. */
+/**
+ * An fs failure as a TsnetError (core/errors.ts fsError): a full, read-only or failing disk is
+ * IO_FAILURE (exit code 7), the rest INTERNAL; the errno is kept in details.
+ */
 function fsError(context: string, err: unknown): TsnetError {
-  if (err instanceof TsnetError) return wrap(context, err);
-  const code = errnoOf(err);
-  const unavailable = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS' || code === 'EACCES' || code === 'EPERM' || code === 'EMFILE' || code === 'ENFILE';
-  return new TsnetError(unavailable ? 'UNAVAILABLE' : 'INTERNAL', `${context}: ${err instanceof Error ? err.message : String(err)}`, {
-    cause: err,
-    details: { errno: code },
-  });
+  return coreFsError(context, err);
 }
 
 function checkSignal(opts: OpOptions | undefined, what: string): void {
@@ -163,7 +163,9 @@ function createFsStore(root: string, locker: Locker): Store {
   function collection<T>(rawSpec: RecordSpec<T>): Collection<T> {
     const spec = parseRecordSpec(rawSpec);
     const dir = join(root, 'records', spec.name);
+    const asideDir = join(root, 'corrupt', spec.name);
     const pathOf = (id: string): string => join(dir, `${parseRecordId(id)}.json`);
+    const asidePath = (id: string): string => join(asideDir, `${parseRecordId(id)}.json`);
 
     const read = async (id: string): Promise<T | undefined> => {
       const path = pathOf(id);
@@ -190,11 +192,46 @@ function createFsStore(root: string, locker: Locker): Store {
       return withLock(recordLockName(spec.name, id), fn, opts);
     };
 
+    /** Sets aside, holding the record's lock: only what still does not read, for a reason it never will. */
+    const setAsideLocked = async (id: string): Promise<boolean> => {
+      try {
+        await read(id);
+        return false; // readable (or gone)
+      } catch (err) {
+        const problem = err instanceof TsnetError ? err.details['problem'] : undefined;
+        if (!SET_ASIDE_PROBLEMS.includes(problem as CorruptProblem)) return false;
+      }
+      try {
+        await ensureDir(asideDir);
+        await rename(pathOf(id), asidePath(id));
+        await fsyncDir(asideDir);
+        await fsyncDir(dir);
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') return false;
+        throw fsError(`set aside ${pathOf(id)}`, err);
+      }
+      return true;
+    };
+    const setAsideOf = (err: TsnetError): Promise<TsnetError> => {
+      const id = err.details['id'];
+      if (typeof id !== 'string') return Promise.resolve(err);
+      return locked(id, undefined, () => setAsideLocked(id)).then(
+        (moved) => (moved ? new TsnetError(err.code, `${err.message}; set aside as ${asidePath(id)}`, { cause: err, details: { ...err.details, setAside: asidePath(id) } }) : err),
+        () => err,
+      );
+    };
+
     const self: Collection<T> = {
       name: spec.name,
       async get(id, opts) {
         checkSignal(opts, `get ${spec.name}/${id}`);
-        return read(id);
+        if (opts?.setAside !== true) return read(id);
+        try {
+          return await read(id);
+        } catch (err) {
+          if (!(err instanceof TsnetError) || (await setAsideOf(err)).details['setAside'] === undefined) throw err;
+          return undefined;
+        }
       },
       async require(id, opts) {
         const r = await self.get(id, opts);
@@ -232,10 +269,33 @@ function createFsStore(root: string, locker: Locker): Store {
         const entries: Entry<T>[] = [];
         const errors: TsnetError[] = [];
         for (const r of results) {
-          if (r instanceof TsnetError) errors.push(r);
+          if (r instanceof TsnetError) errors.push(opts?.setAside === true ? await setAsideOf(r) : r);
           else if (r !== undefined) entries.push(r);
         }
+        if (opts?.setAside === true) return { entries: entries.sort(byId), ...splitUnreadable(errors) } satisfies ListResult<T>;
         return { entries: entries.sort(byId), errors } satisfies ListResult<T>;
+      },
+      setAside(id, opts) {
+        return locked(id, opts, () => setAsideLocked(id));
+      },
+      async listSetAside() {
+        let names: string[];
+        try {
+          names = await readdir(asideDir);
+        } catch (err) {
+          if (errnoOf(err) === 'ENOENT') return [];
+          throw fsError(`list ${asideDir}`, err);
+        }
+        return names.filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => n.slice(0, -'.json'.length)).sort().map((id) => ({ id, path: join(asideDir, `${id}.json`) }));
+      },
+      async discardSetAside(id) {
+        try {
+          await unlink(asidePath(id));
+        } catch (err) {
+          if (errnoOf(err) === 'ENOENT') return false;
+          throw fsError(`discard ${asidePath(id)}`, err);
+        }
+        return true;
       },
       create(id, record, opts) {
         return locked(id, opts, async () => {

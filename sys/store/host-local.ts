@@ -19,37 +19,20 @@
  * (last_reserved_ip) and a walk-based release seeing a file being created.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TsnetError } from '../../core/errors.js';
+import { TsnetError, fsError } from '../../core/errors.js';
 import { abstractSocketLock, createLocker } from './lock.js';
+import type { HostLocalReservation, HostLocalStore } from './api.js';
+
+export type { HostLocalReservation, HostLocalStore };
 
 export const HOST_LOCAL_DATA_DIR = '/var/lib/cni/networks';
 const LAST_IP_PREFIX = 'last_reserved_ip.';
 const LINE_BREAK = '\r\n';
-
-export interface HostLocalReservation {
-  readonly ip: string;
-  readonly containerId: string;
-  /** Undefined for a legacy file holding the container id only. */
-  readonly ifName: string | undefined;
-}
-
-export interface HostLocalStore {
-  readonly dir: string;
-  /** Runs `fn` holding the directory's lock (kernel-released; see the file comment). Taken by GC;
-   *  ADD and DEL rely on the exclusive creation of reservation files. */
-  withLock<T>(fn: () => Promise<T>): Promise<T>;
-  /** Reserves `ip` (false if it is taken) and records it as the range set's last reservation. */
-  reserve(ip: string, containerId: string, ifName: string, rangeId: number): Promise<boolean>;
-  lastReserved(rangeId: number): Promise<string | undefined>;
-  /** The reservation of one address, if any. */
-  get(ip: string): Promise<HostLocalReservation | undefined>;
-  /** Deletes the reservation file of `ip`; succeeds if absent. */
-  release(ip: string): Promise<void>;
-  /** Every reservation (walks the directory; skips `lock` and `last_reserved_ip.*`). */
-  list(): Promise<HostLocalReservation[]>;
-}
+/** Temp files: `.NAME.tmp-PID-RANDOM` (a reservation or a hint being written). */
+const TEMP = /^\.(.+)\.tmp-(\d+)-[0-9a-f]+$/;
+const tempName = (final: string): string => `.${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 
 function parseContent(ip: string, text: string): HostLocalReservation {
   const t = text.trim();
@@ -58,18 +41,32 @@ function parseContent(ip: string, text: string): HostLocalReservation {
 }
 
 const IP_FILE = /^[0-9a-fA-F.:]+$/;
+const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
+
+/** Writes `text` to a temp file in `dir` and returns its path (removed again on failure). */
+async function writeTemp(dir: string, final: string, text: string): Promise<string> {
+  const tmp = join(dir, tempName(final));
+  try {
+    await writeFile(tmp, text, { mode: 0o644, flag: 'wx' });
+    return tmp;
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
 
 export async function openHostLocalStore(opts: { readonly dataDir?: string; readonly network: string; readonly lockTimeoutMs?: number }): Promise<HostLocalStore> {
   const dir = join(opts.dataDir ?? HOST_LOCAL_DATA_DIR, opts.network);
   // One stat when the directory exists (every ADD but a network's first); host-local creates the
   // directory and its `lock` file on open, and so do we when they are missing.
-  const present = await stat(dir).then((st) => st.isDirectory(), () => false);
-  if (!present) {
+  const st = await stat(dir).catch((err: unknown) => (errnoOf(err) === 'ENOENT' ? undefined : Promise.reject(fsError(`ipam dataDir ${dir}`, err, 'dataDir'))));
+  if (st !== undefined && !st.isDirectory()) throw new TsnetError('INVALID_CONFIG', `ipam dataDir ${dir}: not a directory`, { details: { field: 'dataDir' } });
+  if (st === undefined) {
     try {
       await mkdir(dir, { recursive: true, mode: 0o755 });
       await (await open(join(dir, 'lock'), 'a', 0o644)).close();
     } catch (err) {
-      throw new TsnetError('UNAVAILABLE', `ipam dataDir ${dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { field: 'dataDir' } });
+      throw fsError(`ipam dataDir ${dir}`, err, 'dataDir');
     }
   }
   let locker: ReturnType<typeof createLocker> | undefined;
@@ -82,37 +79,31 @@ export async function openHostLocalStore(opts: { readonly dataDir?: string; read
     try {
       return parseContent(ip, await readFile(join(dir, ip), 'utf8'));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+      if (errnoOf(err) === 'ENOENT') return undefined;
+      throw fsError(`ipam: read ${join(dir, ip)}`, err);
     }
   };
 
   return {
     dir,
     withLock: async (fn) => (await lockerFor()).withLock('ipam', fn),
-    async reserve(ip, containerId, ifName, rangeId) {
-      let fh;
+    async reserve(ip, containerId, ifName) {
+      // link(2) is the exclusive create (EEXIST: taken) of a file that already has its content.
+      let tmp: string;
       try {
-        fh = await open(join(dir, ip), 'wx', 0o644);
+        tmp = await writeTemp(dir, ip, `${containerId.trim()}${LINE_BREAK}${ifName}`);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-        throw err;
+        throw fsError(`ipam: reserve ${ip} in ${dir}`, err, 'dataDir');
       }
       try {
-        await fh.writeFile(`${containerId.trim()}${LINE_BREAK}${ifName}`);
-        await fh.close();
+        await link(tmp, join(dir, ip));
+        return true;
       } catch (err) {
-        await fh.close().catch(() => undefined);
-        await unlink(join(dir, ip)).catch(() => undefined);
-        throw err;
+        if (errnoOf(err) === 'EEXIST') return false;
+        throw fsError(`ipam: reserve ${ip} in ${dir}`, err, 'dataDir');
+      } finally {
+        await unlink(tmp).catch(() => undefined);
       }
-      // Replaced atomically: a concurrent reader sees the old or the new hint, never a torn one.
-      const hint = join(dir, `${LAST_IP_PREFIX}${rangeId}`);
-      // Unique per call, not per process: the daemon's CNI service runs many ADDs in one process.
-      const tmp = `${hint}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-      await writeFile(tmp, ip, { mode: 0o644 });
-      await rename(tmp, hint);
-      return true;
     },
     async lastReserved(rangeId) {
       try {
@@ -121,16 +112,43 @@ export async function openHostLocalStore(opts: { readonly dataDir?: string; read
         return undefined;
       }
     },
+    async setLastReserved(rangeId, ip) {
+      // Replaced atomically: a concurrent reader sees the old or the new hint, never a torn one.
+      const final = `${LAST_IP_PREFIX}${rangeId}`;
+      try {
+        const tmp = await writeTemp(dir, final, ip);
+        await rename(tmp, join(dir, final)).catch(async (err: unknown) => {
+          await unlink(tmp).catch(() => undefined);
+          throw err;
+        });
+      } catch {
+        // best effort: the next allocation starts from an older hint
+      }
+    },
     get,
     async release(ip) {
-      await unlink(join(dir, ip)).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
+      await unlink(join(dir, ip)).catch((err: unknown) => {
+        if (errnoOf(err) !== 'ENOENT') throw fsError(`ipam: release ${ip} in ${dir}`, err);
       });
     },
     async list() {
-      const names = (await readdir(dir)).filter((n) => n !== 'lock' && !n.startsWith(LAST_IP_PREFIX) && IP_FILE.test(n));
-      const out = await Promise.all(names.map((n) => get(n)));
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (err) {
+        throw fsError(`ipam: list ${dir}`, err, 'dataDir');
+      }
+      const ips = names.filter((n) => n !== 'lock' && !n.startsWith(LAST_IP_PREFIX) && IP_FILE.test(n));
+      const out = await Promise.all(ips.map((n) => get(n)));
       return out.filter((r): r is HostLocalReservation => r !== undefined);
+    },
+    async removeStaleTemps(isAlive) {
+      const stale = (await readdir(dir).catch(() => [] as string[])).filter((n) => {
+        const m = TEMP.exec(n);
+        return m !== null && !isAlive(Number(m[2]));
+      });
+      for (const n of stale) await unlink(join(dir, n)).catch(() => undefined);
+      return stale;
     },
   };
 }

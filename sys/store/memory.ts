@@ -9,6 +9,9 @@ import { TsnetError } from '../../core/errors.js';
 import {
   byId,
   decodeRecord,
+  SET_ASIDE_PROBLEMS,
+  splitUnreadable,
+  type CorruptProblem,
   encodeRecord,
   parseCollectionName,
   parseOwner,
@@ -52,6 +55,7 @@ export interface MemoryStore extends Store {
 
 export function createMemoryStore(opts: { readonly lockTimeoutMs?: number } = {}): MemoryStore {
   const records = new Map<string, Map<string, string>>();
+  const setAsideRows = new Map<string, Map<string, string>>();
   const pools = new Map<string, Map<string, string>>();
   const failures = new Map<MemoryOp, unknown[]>();
   const locker = createLocker({ label: 'memory', ...(opts.lockTimeoutMs === undefined ? {} : { defaultTimeoutMs: opts.lockTimeoutMs }) });
@@ -86,7 +90,28 @@ export function createMemoryStore(opts: { readonly lockTimeoutMs?: number } = {}
   function collection<T>(rawSpec: RecordSpec<T>): Collection<T> {
     const spec = parseRecordSpec(rawSpec);
     const rows = table(records, spec.name);
+    const aside = table(setAsideRows, spec.name);
     const pathOf = (id: string): string => `memory:${spec.name}/${id}.json`;
+    const asidePath = (id: string): string => `memory:corrupt/${spec.name}/${id}.json`;
+    const setAsideNow = (id: string): boolean => {
+      const text = rows.get(id);
+      if (text === undefined) return false;
+      try {
+        decodeRecord(spec, id, text, pathOf(id));
+        return false;
+      } catch (err) {
+        const problem = err instanceof TsnetError ? err.details['problem'] : undefined;
+        if (!SET_ASIDE_PROBLEMS.includes(problem as CorruptProblem)) return false;
+      }
+      aside.set(id, text);
+      rows.delete(id);
+      return true;
+    };
+    const asideErr = (err: TsnetError): TsnetError => {
+      const id = err.details['id'];
+      if (typeof id !== 'string' || !setAsideNow(id)) return err;
+      return new TsnetError(err.code, `${err.message}; set aside as ${asidePath(id)}`, { cause: err, details: { ...err.details, setAside: asidePath(id) } });
+    };
     const read = (id: string): T | undefined => {
       const text = rows.get(parseRecordId(id));
       return text === undefined ? undefined : decodeRecord(spec, id, text, pathOf(id));
@@ -110,7 +135,13 @@ export function createMemoryStore(opts: { readonly lockTimeoutMs?: number } = {}
         parseRecordId(id);
         injected('get');
         await tick();
-        return read(id);
+        if (o?.setAside !== true) return read(id);
+        try {
+          return read(id);
+        } catch (err) {
+          if (err instanceof TsnetError && asideErr(err).details['setAside'] !== undefined) return undefined;
+          throw err;
+        }
       },
       async require(id, o) {
         const r = await self.get(id, o);
@@ -130,10 +161,25 @@ export function createMemoryStore(opts: { readonly lockTimeoutMs?: number } = {}
             if (record !== undefined) entries.push({ id, record });
           } catch (err) {
             if (!(err instanceof TsnetError)) throw err;
-            errors.push(err);
+            errors.push(o?.setAside === true ? asideErr(err) : err);
           }
         }
+        if (o?.setAside === true) return { entries: entries.sort(byId), ...splitUnreadable(errors) };
         return { entries: entries.sort(byId), errors };
+      },
+      setAside(id, o) {
+        return locked('put', id, o, async () => {
+          await tick();
+          return setAsideNow(id);
+        });
+      },
+      async listSetAside() {
+        await tick();
+        return [...aside.keys()].sort().map((id) => ({ id, path: asidePath(id) }));
+      },
+      async discardSetAside(id) {
+        await tick();
+        return aside.delete(id);
       },
       create(id, record, o) {
         return locked('create', id, o, async () => {

@@ -75,6 +75,44 @@ export function netlinkContract(t: Test, withEnv: WithNetlinkEnv, opts: { readon
     await t.rejects(nl.removeLink(n('lo')), { code: 'INVALID_CONFIG' }, 'loopback cannot be deleted');
   });
 
+  test('vxlan: device with its VNI, permanent neighbour and FDB entries (replace, list, remove idempotent)', async (t, env) => {
+    const nl = env.netlinkFor(env.hostNs);
+    await nl.addBridge(n('tvxbr0'));
+    await nl.addVxlan({ name: n('tvx0'), vni: 4242, local: a('127.0.0.1'), mtu: 1450 });
+    await t.rejects(nl.addVxlan({ name: n('tvx0'), vni: 4243, local: a('127.0.0.1') }), { code: 'ALREADY_EXISTS' }, 'name taken');
+    await t.rejects(nl.addVxlan({ name: n('tvx1'), vni: 0, local: a('127.0.0.1') }), { code: 'INVALID_CONFIG' }, 'vni 0 refused');
+    const vx = await nl.getLink(n('tvx0'));
+    t.match(vx, { name: 'tvx0', kind: 'vxlan', vni: 4242, mtu: 1450, up: false });
+    await nl.setLink(n('tvx0'), { master: n('tvxbr0'), up: true });
+    t.equal((await nl.getLink(n('tvx0')))?.master, 'tvxbr0', 'a port of the bridge');
+    const mac = parseMac('02:42:0a:00:00:05');
+    const mac2 = parseMac('02:42:0a:00:00:06');
+    await nl.ensureNeigh({ dev: n('tvx0'), ip: a('10.77.0.5'), mac });
+    await nl.ensureNeigh({ dev: n('tvx0'), ip: a('10.77.0.5'), mac: mac2 });
+    t.same(await nl.listNeighs(n('tvx0')), [{ dev: 'tvx0', ip: '10.77.0.5', mac: mac2 }], 'replaced, one entry');
+    await nl.ensureFdb({ dev: n('tvx0'), mac, dst: a('192.0.2.7') });
+    await nl.ensureFdb({ dev: n('tvx0'), mac, dst: a('192.0.2.8') });
+    const [r1, r2] = await nl.batch([{ op: 'ensureFdb', dev: n('tvx0'), mac: mac2, dst: a('192.0.2.9') }, { op: 'ensureNeigh', dev: n('tvx0'), ip: a('10.77.0.6'), mac }]);
+    t.ok(r1?.ok === true && r2?.ok === true, 'fdb and neighbour ops in one batch');
+    const fdb = [...(await nl.listFdb(n('tvx0')))].sort((x, y) => x.mac.localeCompare(y.mac));
+    t.same(fdb, [{ dev: 'tvx0', mac, dst: '192.0.2.8' }, { dev: 'tvx0', mac: mac2, dst: '192.0.2.9' }], 'replaced, one entry per MAC');
+    await nl.removeFdb({ dev: n('tvx0'), mac, dst: a('192.0.2.8') });
+    await nl.removeFdb({ dev: n('tvx0'), mac, dst: a('192.0.2.8') });
+    await nl.removeNeigh(n('tvx0'), a('10.77.0.5'));
+    await nl.removeNeigh(n('tvx0'), a('10.77.0.5'));
+    t.same((await nl.listFdb(n('tvx0'))).map((e) => e.mac), [mac2], 'fdb remove is idempotent');
+    t.same((await nl.listNeighs(n('tvx0'))).map((e) => e.ip), ['10.77.0.6'], 'neighbour remove is idempotent');
+    await t.rejects(nl.ensureNeigh({ dev: n('tnovx'), ip: a('10.77.0.5'), mac }), { code: 'NOT_FOUND' });
+    await t.rejects(nl.ensureFdb({ dev: n('tnovx'), mac, dst: a('192.0.2.8') }), { code: 'NOT_FOUND' });
+    await t.rejects(nl.listNeighs(n('tnovx')), { code: 'NOT_FOUND' });
+    await t.rejects(nl.listFdb(n('tnovx')), { code: 'NOT_FOUND' });
+    await nl.removeFdb({ dev: n('tnovx'), mac, dst: a('192.0.2.8') });
+    await nl.removeNeigh(n('tnovx'), a('10.77.0.5'));
+    t.pass('removes on a missing device succeed');
+    await nl.removeLink(n('tvx0'));
+    t.equal(await nl.getLink(n('tvx0')), undefined);
+  });
+
   test('veth: peer created directly in another namespace; one end deleted deletes both', async (t, env) => {
     const host = env.netlinkFor(env.hostNs);
     const ctrNs = await env.newNetns();
@@ -100,6 +138,45 @@ export function netlinkContract(t: Test, withEnv: WithNetlinkEnv, opts: { readon
     t.equal(await host.getLink(n('tva')), undefined, 'deleting one end deletes the other');
     await host.removeLink(n('tvh0'));
     t.same(await linkNames(ctr), ['lo'], 'the peer in the other namespace went with it');
+  });
+
+  test('aliases (owner tags): set on a veth when created and by setLink, read back; refused when unsafe', async (t, env) => {
+    const nl = env.netlinkFor(env.hostNs);
+    const ns = await env.newNetns();
+    await nl.addVeth({ name: n('tal0'), peer: n('tal1'), peerNetns: ns, alias: 'tsnet:abc:def' });
+    t.equal((await nl.getLink(n('tal0')))?.alias, 'tsnet:abc:def', 'alias of the end created here');
+    t.equal((await env.netlinkFor(ns).getLink(n('tal1')))?.alias, undefined, 'the peer has none');
+    await nl.addBridge(n('talbr'));
+    t.equal((await nl.getLink(n('talbr')))?.alias, undefined);
+    await nl.setLink(n('talbr'), { alias: 'tsnet:x:y:/var/lib/tsnet', up: true });
+    t.equal((await nl.getLink(n('talbr')))?.alias, 'tsnet:x:y:/var/lib/tsnet');
+    await t.rejects(nl.setLink(n('talbr'), { alias: raw('has space') }), { code: 'INVALID_CONFIG', details: { field: 'changes.alias' } });
+    await t.rejects(nl.addVeth({ name: n('tal2'), peer: n('tal3'), alias: raw('a#b') }), { code: 'INVALID_CONFIG' });
+    t.equal(await nl.getLink(n('tal2')), undefined, 'nothing made');
+    await nl.removeLink(n('tal0'));
+    await nl.removeLink(n('talbr'));
+  });
+
+  test('macvlan: created on a parent directly in another namespace, under its final name; the parent takes it when deleted', async (t, env) => {
+    const nl = env.netlinkFor(env.hostNs);
+    const ns = await env.newNetns();
+    await nl.addVeth({ name: n('tmvp0'), peer: n('tmvp1') });
+    await nl.setLink(n('tmvp0'), { up: true });
+    await nl.addMacvlan({ name: n('eth0'), parent: n('tmvp0'), mode: 'bridge', netns: ns, mac: parseMac('02:00:00:00:bb:01'), mtu: 1400 });
+    const inside = env.netlinkFor(ns);
+    const m = await inside.getLink(n('eth0'));
+    t.equal(m?.kind, 'macvlan');
+    t.equal(m?.mac, '02:00:00:00:bb:01');
+    t.equal(m?.mtu, 1400);
+    t.equal(await nl.getLink(n('eth0')), undefined, 'not in the parent\'s namespace');
+    await t.rejects(nl.addMacvlan({ name: n('eth0'), parent: n('tmvp0'), mode: 'bridge', netns: ns }), { code: 'ALREADY_EXISTS' });
+    await t.rejects(nl.addMacvlan({ name: n('mv9'), parent: n('nope0'), mode: 'bridge' }), { code: 'NOT_FOUND' });
+    await t.rejects(nl.addMacvlan({ name: n('mv9'), parent: n('tmvp0'), mode: raw('sideways') }), { code: 'INVALID_CONFIG', details: { field: 'mode' } });
+    await nl.addMacvlan({ name: n('mvhere'), parent: n('tmvp0'), mode: 'private' });
+    t.equal((await nl.getLink(n('mvhere')))?.parent, 'tmvp0', 'a macvlan in the parent\'s namespace names its parent');
+    await nl.removeLink(n('tmvp0'));
+    t.ok(await eventually(async () => (await inside.getLink(n('eth0'))) === undefined), 'deleting the parent deletes its macvlans');
+    t.equal(await nl.getLink(n('mvhere')), undefined);
   });
 
   test('deleting a namespace deletes its veths and their peers', async (t, env) => {

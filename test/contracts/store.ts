@@ -216,6 +216,35 @@ export function storeContract(t: Test, h: StoreHarness): void {
     t.equal((await nets.list()).errors.length, cases.length - 2);
   });
 
+  test('set aside: a record that cannot be read leaves the collection, kept for inspection; the id is free', async (t, { store, writeRaw, pathOf }) => {
+    const nets = store.collection(NETS);
+    await nets.create('good', net('g'));
+    await writeRaw('networks', 'trunc', envelope('trunc', net('t')).slice(0, 20));
+    await writeRaw('networks', 'junk', 'not json');
+    await writeRaw('networks', 'newer', JSON.stringify({ schemaVersion: 9, id: 'newer', record: net('n') }));
+    t.equal(await nets.setAside('good'), false, 'a readable record stays');
+    t.equal(await nets.setAside('none'), false, 'nothing to set aside');
+    t.equal(await nets.setAside('newer'), false, 'a newer tsnet\'s record stays (it is not corrupt, only not ours)');
+    t.equal(await nets.get('junk', { setAside: true }), undefined, 'get with setAside: reads as absent');
+    t.same((await nets.listSetAside()).map((r) => r.id), ['junk'], 'and it was set aside');
+    const l = await nets.list({ setAside: true });
+    t.same(l.entries.map((e) => e.id), ['good'], 'list returns the good records');
+    t.same(l.errors, [], 'no failure: what does not read is "unreadable"');
+    const trunc = l.unreadable?.find((e) => e.details['id'] === 'trunc');
+    t.match(trunc, { code: 'INTERNAL', details: { problem: 'invalid-json', path: pathOf('networks', 'trunc') } }, 'the error names the file and the problem');
+    t.match(trunc?.message, /set aside as /, 'and says where it went');
+    t.ok(typeof trunc?.details['setAside'] === 'string');
+    t.match(l.unreadable?.find((e) => e.details['id'] === 'newer'), { details: { problem: 'newer-version' } }, 'the newer record is still reported');
+    t.equal(l.unreadable?.find((e) => e.details['id'] === 'newer')?.details['setAside'], undefined, 'but not moved');
+    t.same((await nets.listSetAside()).map((r) => r.id), ['junk', 'trunc']);
+    t.same((await nets.list()).errors.map((e) => e.details['id']), ['newer'], 'set-aside records are met no more');
+    await nets.create('trunc', net('again'));
+    t.same(await nets.get('trunc'), net('again'), 'its id is free again');
+    t.equal(await nets.discardSetAside('trunc'), true);
+    t.equal(await nets.discardSetAside('trunc'), false, 'discard is idempotent');
+    t.same((await nets.listSetAside()).map((r) => r.id), ['junk']);
+  });
+
   test('ids, collection names and lock names are validated (no path traversal)', async (t, { store }) => {
     const nets = store.collection(NETS);
     for (const id of BAD_IDS) {
@@ -340,7 +369,8 @@ export function storeContract(t: Test, h: StoreHarness): void {
     const err = await store.withLock('sandbox:s1', async () => 'never', { timeoutMs: 150 }).catch((e: unknown) => e);
     t.match(err, { code: 'UNAVAILABLE', details: { lock: 'sandbox:s1', timeoutMs: 150 } }, 'bounded wait: UNAVAILABLE');
     t.match((err as Error).message, /lock sandbox:s1 .*not acquired within 150 ms/, 'names the lock');
-    t.ok(Date.now() - t0 >= 140 && Date.now() - t0 < 2_000, 'gave up after about the timeout');
+    // A lower bound only (it waited); the upper one just proves the wait is bounded, whatever the machine's load.
+    t.ok(Date.now() - t0 >= 140 && Date.now() - t0 < 30_000, 'gave up after the timeout, not before');
     const ac = new AbortController();
     const aborted = store.withLock('sandbox:s1', async () => 'never', { signal: ac.signal });
     setTimeout(() => ac.abort(), 30);

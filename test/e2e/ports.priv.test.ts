@@ -136,7 +136,7 @@ t.test('refused before anything changes: taken, busy and foreign host ports, bad
     const rules = async (): Promise<string> => (await host.exec(['nft', 'list', 'ruleset'])).stdout;
     const before = { rules: await rules(), ps: await ok('ps', '-aq'), links: (await host.exec(['ip', '-br', 'link'])).stdout };
     const cases: [string[], number, RegExp][] = [
-      [['-p', '8080:80'], 4, /publish: cannot publish 0\.0\.0\.0:8080\/tcp: 0\.0\.0\.0:8080\/tcp is already published by another container/],
+      [['-p', '8080:80'], 4, /publish: cannot publish 0\.0\.0\.0:8080\/tcp: 0\.0\.0\.0:8080\/tcp is already published by container web/],
       [['-p', '8085-8095:80-90'], 4, /tcp port 8090 is in use by a process on the host \(listening on 127\.0\.0\.1:8090\)/],
       [['-p', '198.51.100.1:8081:80'], 2, /host address 198\.51\.100\.1 is not an address of this host/],
       [['-p', '[::1]:8081:80'], 2, /publish: .*::1/],
@@ -210,7 +210,12 @@ t.test('nft flush ruleset: doctor sees it, tsnet firewall reload restores every 
     await host.exec(['nft', 'add table ip filter ; add chain ip filter ufw-before-forward ; add chain ip filter FORWARD { type filter hook forward priority 0 ; policy drop ; }']);
     const doctorUfw = await cli('doctor');
     t.match(doctorUfw.stdout, /\[warn\] ufw: ufw is active/);
-    t.match(doctorUfw.stdout, /\[warn\] forward policy: ip filter FORWARD drops forwarded packets/);
+    t.match(doctorUfw.stdout, /\[ ok \] forward policy: the IPv4 iptables FORWARD policy is DROP .*tsnet accepts its bridges at the head of FORWARD/);
+    t.match(doctorUfw.stdout, /\[FAIL\] host firewall: .*let-through rules for 2 network\(s\) \((pub, bridge|bridge, pub)\) are missing/, 'the drop came after the networks (no daemon runs): doctor says they are cut off');
+    t.match(await ok('firewall', 'reload'), /^reloaded: 2 network/);
+    const doctorFixed = await cli('doctor');
+    t.match(doctorFixed.stdout, /\[ ok \] forward policy: .*2 rule\(s\) for 1 network\(s\)|\[ ok \] forward policy: .*4 rule\(s\) for 2 network\(s\)/, '`tsnet firewall reload` put them in FORWARD');
+    t.notMatch(doctorFixed.stdout, /\[FAIL\] host firewall/);
   });
 });
 

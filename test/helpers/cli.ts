@@ -5,6 +5,8 @@ import { execDetails, inNetns, run, type LongLived } from '../../sys/exec.js';
 import type { IsolatedHost } from './isolated-host.js';
 
 export const TSNET_BIN = fileURLToPath(new URL('../../dist/tsnet.js', import.meta.url));
+/** The installed `tsnet` binary: the C front end (cli/bin/front.c), served by a running daemon, else the Node CLI. */
+export const TSNET_FRONT = fileURLToPath(new URL('../../dist/tsnet', import.meta.url));
 
 export interface CliResult {
   readonly code: number;
@@ -17,11 +19,23 @@ export type Cli = (...args: string[]) => Promise<CliResult>;
 /** Where a test's DNS daemon forwards unless told otherwise: a dead port on the isolated host's loopback, never the machine's real resolvers. */
 export const NO_UPSTREAM = '127.0.0.1:9';
 
-export function cliFor(host: IsolatedHost, opts: { readonly firewall?: string; readonly ns?: NetnsRef; readonly dnsUpstream?: string; /** TSNET_DNS_NATIVE */ readonly dnsNative?: string } = {}): Cli {
+export function cliFor(host: IsolatedHost, opts: {
+  readonly firewall?: string; readonly ns?: NetnsRef; readonly dnsUpstream?: string; /** TSNET_DNS_NATIVE */ readonly dnsNative?: string;
+  /** Another store on the same host. */ readonly stateDir?: string; readonly runDir?: string;
+  /** More environment (DBUS_SYSTEM_BUS_ADDRESS...) */ readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Through the installed `tsnet` binary, the C front end (served by the daemon once one runs, else
+   * the Node CLI), as users run it: the default. false (or TSNET_TEST_CLI=node in the environment of
+   * `npm test`): `node dist/tsnet.js` itself.
+   */
+  readonly frontEnd?: boolean;
+} = {}): Cli {
+  const front = opts.frontEnd ?? process.env['TSNET_TEST_CLI'] !== 'node';
   return async (...args) => {
     try {
-      const r = await run(inNetns(opts.ns ?? host.ns, [process.execPath, TSNET_BIN, ...args]), {
-        env: { TSNET_STATE_DIR: host.stateDir, TSNET_RUN_DIR: host.runDir, TSNET_FIREWALL: opts.firewall ?? 'nftables', TSNET_DNS_UPSTREAM: opts.dnsUpstream ?? NO_UPSTREAM, ...(opts.dnsNative !== undefined ? { TSNET_DNS_NATIVE: opts.dnsNative } : {}) },
+      const argv: [string, ...string[]] = front ? [TSNET_FRONT, ...args] : [process.execPath, TSNET_BIN, ...args];
+      const r = await run(inNetns(opts.ns ?? host.ns, argv), {
+        env: { TSNET_STATE_DIR: opts.stateDir ?? host.stateDir, TSNET_RUN_DIR: opts.runDir ?? host.runDir, TSNET_FIREWALL: opts.firewall ?? 'nftables', TSNET_DNS_UPSTREAM: opts.dnsUpstream ?? NO_UPSTREAM, ...(opts.dnsNative !== undefined ? { TSNET_DNS_NATIVE: opts.dnsNative } : {}), ...opts.env },
         timeoutMs: 60_000,
       });
       return { code: 0, stdout: r.stdout, stderr: r.stderr };

@@ -18,7 +18,7 @@ import type { IsolatedHost } from './isolated-host.js';
 
 export const DIST = fileURLToPath(new URL('../../dist/', import.meta.url));
 export const REFERENCE_DIR = '/usr/lib/cni';
-export const TSNET_PLUGINS = ['tsnet-bridge', 'tsnet-ipam', 'tsnet-portmap'] as const;
+export const TSNET_PLUGINS = ['tsnet-bridge', 'tsnet-ipam', 'tsnet-portmap', 'tsnet-macvlan'] as const;
 
 export interface ExecResult {
   readonly exit: number;
@@ -258,8 +258,9 @@ export async function reservations(dir: string, network = 'tnet'): Promise<strin
   return (await readdir(join(dir, network)).catch(() => [] as string[])).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')).sort();
 }
 
+/** CNI attachments' port elements in tsnet's nft maps (its masquerade sets left out). */
 export async function nftElements(host: IsolatedHost): Promise<number> {
   const out = (await host.exec(['nft', 'list', 'ruleset'])).stdout;
-  return (out.match(/comment "cni-/g) ?? []).length;
+  return out.split(/\n\t(?=map |set |chain )/).filter((b) => b.startsWith('map ')).reduce((n, b) => n + (b.match(/comment "cni-/g) ?? []).length, 0);
 }
 

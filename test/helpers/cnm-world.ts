@@ -16,8 +16,8 @@ import type { Ipam } from '../../ipam/api.js';
 import { createMemoryIpamStore } from '../../ipam/memory-store.js';
 import { createFakeFirewall, type FakeFirewall } from '../../sys/firewall/fake.js';
 import { createFakeNetlink, type FakeNetlink } from '../../sys/netlink/fake.js';
-import type { Listener, PortRange } from '../../sys/host-ports.js';
-import type { NetnsManager } from '../../sys/netns.js';
+import type { Listener, NetnsManager, PortRange, TcFor } from '../../sys/api.js';
+import { fakeTc } from './fake-tc.js';
 
 export interface World {
   readonly controller: Controller;
@@ -42,7 +42,8 @@ export function seededHex(): (bytes: number) => string {
   };
 }
 
-export function makeWorld(opts: { readonly hostRoutes?: string[]; readonly onChange?: (e: CnmChange) => Promise<void> } = {}): World {
+/** `tc`: the controller's traffic control (link impairments); without it they are refused. */
+export function makeWorld(opts: { readonly hostRoutes?: string[]; readonly onChange?: (e: CnmChange) => Promise<void>; readonly tc?: TcFor } = {}): World {
   const kernel = createFakeNetlink();
   const firewall = createFakeFirewall();
   const state = createMemoryCnmState();
@@ -73,11 +74,12 @@ export function makeWorld(opts: { readonly hostRoutes?: string[]; readonly onCha
       namespaces.delete(name);
     },
   };
-  const drivers = createDriverRegistry({ hostNs: HOST_NETNS, netlink: kernel.netlinkFor, sysctl: kernel.sysctlFor, firewall, log: nullLogger, randomHex });
+  const tc = fakeTc();
+  const drivers = createDriverRegistry({ hostNs: HOST_NETNS, netlink: kernel.netlinkFor, sysctl: kernel.sysctlFor, firewall, log: nullLogger, randomHex, tc: tc.tcFor, withLock: (_n, fn) => fn() });
   const host: World['host'] = { listeners: [], ephemeral: { start: 32768, end: 60999 } as PortRange };
   const hostResolv = parseResolvConf('nameserver 192.0.2.53\nsearch example.test\n');
   const controller = createController({
-    state, ipam, drivers, netns, hostNs: HOST_NETNS, netlink: kernel.netlinkFor,
+    state, ipam, drivers, netns, hostNs: HOST_NETNS, netlink: kernel.netlinkFor, owner: { scope: 'testscope', where: '/fake/state' },
     hostPorts: { listeners: async () => [...host.listeners], ephemeralRange: async () => host.ephemeral },
     files: {
       dirFor: (id) => `/fake/sandboxes/${id}`,
@@ -90,6 +92,8 @@ export function makeWorld(opts: { readonly hostRoutes?: string[]; readonly onCha
     randomHex,
     now: () => new Date(0),
     ...(opts.onChange !== undefined ? { onChange: opts.onChange } : {}),
+    sysctl: kernel.sysctlFor,
+    ...(opts.tc !== undefined ? { tc: opts.tc } : {}),
   });
   return { controller, kernel, firewall, ipam, state, files, namespaces, host };
 }

@@ -1,6 +1,8 @@
 /**
- * A real dockerd (Debian docker.io) inside a test's isolated host, with its own data root, exec
- * root, socket and pid file, plus tsnet's Docker plugin on /run/docker/plugins/tsnet.sock (a private
+ * A real dockerd (Debian docker.io) inside a test's isolated host, at Docker's defaults as users run
+ * it (its iptables rules on: FORWARD policy drop when it turns forwarding on, DOCKER-USER, docker0)
+ * unless told otherwise, with its own data root, exec root, socket and pid file, plus tsnet's Docker
+ * plugin on /run/docker/plugins/tsnet.sock (a private
  * tmpfs under scripts/isolate.mjs). Images come offline: a busybox-static root filesystem with
  * relative links, `docker import`ed. dockerd, the containerd it starts, and the plugin are stopped
  * by PID when the host is torn down, even after a failure.
@@ -111,7 +113,18 @@ export async function busyboxRootfs(dir: string): Promise<string> {
   return tar;
 }
 
-export async function startDockerd(host: IsolatedHost, opts: { readonly dockerBridge?: boolean } = {}): Promise<Dockerd> {
+export interface DockerdOptions {
+  /** Docker's own iptables rules (default true, as Docker runs by default). */
+  readonly iptables?: boolean;
+  /** Docker's default bridge docker0 (default true). */
+  readonly dockerBridge?: boolean;
+  /** Start tsnet's Docker plugin beside it (default true). */
+  readonly plugin?: boolean;
+  /** The firewall backend of the plugin (default nftables). */
+  readonly firewall?: string;
+}
+
+export async function startDockerd(host: IsolatedHost, opts: DockerdOptions = {}): Promise<Dockerd> {
   const base = join(host.stateDir, 'docker');
   const dataRoot = join(base, 'data');
   const execRoot = join(host.runDir, 'docker-exec');
@@ -140,7 +153,7 @@ export async function startDockerd(host: IsolatedHost, opts: { readonly dockerBr
   let plugin: Proc | undefined;
   let pluginLogs = '';
   const startPlugin = async (): Promise<void> => {
-    plugin = spawnLogged(host, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, '--log-level', 'info', 'docker-plugin', '--socket', PLUGIN_SOCKET]);
+    plugin = spawnLogged(host, [process.execPath, TSNET_BIN, '--state-dir', host.stateDir, '--run-dir', host.runDir, '--firewall', opts.firewall ?? 'nftables', '--log-level', 'info', 'docker-plugin', '--socket', PLUGIN_SOCKET]);
     await waitFor('the plugin socket', async () => (await stat(PLUGIN_SOCKET).catch(() => undefined))?.isSocket() === true, 10_000);
   };
   const stopPlugin = async (): Promise<void> => {
@@ -153,7 +166,8 @@ export async function startDockerd(host: IsolatedHost, opts: { readonly dockerBr
   let daemon: Proc | undefined;
   const start = async (): Promise<void> => {
     const argv: [string, ...string[]] = ['dockerd', '-H', `unix://${sock}`, '--data-root', dataRoot, '--exec-root', execRoot, '--pidfile', pidfile];
-    if (!opts.dockerBridge) argv.push('--bridge=none', '--iptables=false', '--ip6tables=false');
+    if (opts.dockerBridge === false) argv.push('--bridge=none');
+    if (opts.iptables === false) argv.push('--iptables=false', '--ip6tables=false');
     const d = spawnLogged(host, argv);
     daemon = d;
     await waitFor('dockerd', async () => (await docker('version', '--format', '{{.Server.Version}}')).code === 0, 30_000).catch((err: unknown) => {
@@ -176,7 +190,7 @@ export async function startDockerd(host: IsolatedHost, opts: { readonly dockerBr
     await rm(PLUGIN_SOCKET, { force: true });
   });
 
-  await startPlugin();
+  if (opts.plugin !== false) await startPlugin();
   await start();
   return {
     docker,
@@ -186,6 +200,7 @@ export async function startDockerd(host: IsolatedHost, opts: { readonly dockerBr
       await start();
     },
     async restartPlugin() {
+      if (opts.plugin === false) return;
       await stopPlugin();
       await startPlugin();
     },

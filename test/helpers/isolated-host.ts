@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NetnsRef } from '../../core/net.js';
 import { inNetns, run, spawnLongLived, type Argv, type LongLived, type RunOptions, type RunResult } from '../../sys/exec.js';
@@ -65,6 +65,7 @@ export async function withIsolatedHost<T>(fn: (host: IsolatedHost) => Promise<T>
   const deferred: (() => Promise<unknown>)[] = [];
   let hostNs: NetnsRef | undefined;
   let seq = 0;
+  let failed = false;
   try {
     hostNs = await hostsMgr.create(name);
     const ns = hostNs;
@@ -92,6 +93,9 @@ export async function withIsolatedHost<T>(fn: (host: IsolatedHost) => Promise<T>
       },
     };
     return await fn(host);
+  } catch (err) {
+    failed = true;
+    throw err;
   } finally {
     for (const f of deferred.reverse()) await f().catch(() => undefined);
     for (const p of procs) {
@@ -101,6 +105,14 @@ export async function withIsolatedHost<T>(fn: (host: IsolatedHost) => Promise<T>
     for (const n of await netns.list().catch(() => [])) await netns.remove(n).catch(() => undefined);
     if (hostNs) await hostsMgr.remove(name).catch(() => undefined);
     await run(['umount', '--lazy', netns.dir]).catch(() => undefined); // the shared bind mount of the netns dir
-    await rm(base, { recursive: true, force: true });
+    // Whatever else is still mounted under it (a dockerd that had to be killed leaves its
+    // namespace files and overlay mounts): detached, deepest first, so the removal cannot hit EBUSY.
+    const mounts = (await readFile('/proc/self/mountinfo', 'utf8').catch(() => '')).split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m === base || m.startsWith(`${base}/`));
+    for (const m of [...new Set(mounts)].sort((a, b) => b.length - a.length)) await run(['umount', '--lazy', m]).catch(() => undefined);
+    // A process that is still ending may write meanwhile (ENOTEMPTY): rm retries. A teardown error
+    // never hides the run's own error.
+    await rm(base, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }).catch((err: unknown) => {
+      if (!failed) throw err;
+    });
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The CNI plugins through their C front end and `tsnet daemon`'s CNI service (cli/cni-service.ts),
+ * The CNI plugins through their C front end and `tsnet daemon`'s CNI service (engine/cni-service.ts),
  * driven exactly as libcni does: the same results, real packets and clean-up as the standalone
  * plugin; errors with the right code; a burst of concurrent ADDs; and the fallback to the Node
  * plugin when no daemon listens (also in the middle of a run: the daemon stopped).
@@ -7,7 +7,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { cniSocketPath } from '../../cli/cni-service.js';
+import { cniSocketPath } from '../../engine/cni-service.js';
 import { cniRequestsServed, startDaemon } from '../helpers/cli.js';
 import type { Attachment } from '../helpers/cni.js';
 import { bridgeList, CniError, Libcni, links, makeCniPath, neighbour, nftElements, nsPath, reservations } from '../helpers/cni.js';

@@ -12,7 +12,7 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NetnsRef } from '../../core/net.js';
 import { cniEndpointId } from '../../plugins/cni/names.js';
-import { cniSocketPath } from '../../cli/cni-service.js';
+import { cniSocketPath } from '../../engine/cni-service.js';
 import { bridgeList, CniError, Libcni, links, nsPath, reservations, world, type Attachment, type Conflist, type World } from '../helpers/cni.js';
 import { cniRequestsServed, startDaemon } from '../helpers/cli.js';
 import type { DnsResult } from '../helpers/dns-client.js';

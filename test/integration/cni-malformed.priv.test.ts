@@ -61,6 +61,11 @@ const CASES: readonly Case[] = [
   { name: 'firewallBackend unknown', code: 7, names: /firewallBackend/, conf: { firewallBackend: 'pf' } },
   { name: 'vlan set', code: 2, names: /vlan/, conf: { vlan: 5 } },
   { name: 'prevResult.ips not a list', code: 7, names: /prevResult\.ips/, conf: { prevResult: { cniVersion: '1.1.0', ips: 'x' } } },
+  { name: 'CNI_ARGS with an unknown key', code: 4, names: /CNI_ARGS: unknown argument FOO/, env: { CNI_ARGS: 'FOO=1' } },
+  { name: 'CNI_ARGS IgnoreUnknown=yes', code: 4, names: /IgnoreUnknown/, env: { CNI_ARGS: 'IgnoreUnknown=yes;FOO=1' } },
+  { name: 'dataDir is a file', code: 7, names: /dataDir/, ipam: { ranges: [[{ subnet: '10.0.0.0/24' }]], dataDir: '/etc/hostname' } },
+  { name: 'dataDir is /dev/null', code: 7, names: /dataDir/, ipam: { ranges: [[{ subnet: '10.0.0.0/24' }]], dataDir: '/dev/null' } },
+  { name: 'network name of 300 characters', code: 7, names: /name: 300 bytes/, conf: { name: 'n'.repeat(300) } },
 ];
 
 t.test('malformed environment and configuration: right code, field named, nothing created', { skip: skipUnlessRoot }, async (t) => {

@@ -25,6 +25,46 @@ interface NftJson {
 const tableJson = async (host: IsolatedHost, ns: NetnsRef = host.ns): Promise<NftJson> => JSON.parse((await host.execIn(ns, ['nft', '-j', 'list', 'table', 'inet', 'tsnet'])).stdout) as NftJson;
 const elementCount = (j: NftJson): number => j.nftables.reduce((s, x) => s + (x.map?.elem?.length ?? 0), 0);
 
+t.test('nftables: removePorts with what was published: by key, only while every key is still the endpoint\'s', { skip: skipUnlessRoot }, async (t) => {
+  await withIsolatedHost(async (host) => {
+    await buildWorld(host);
+    const calls: string[] = [];
+    const { run } = await import('../../sys/exec.js');
+    const fw: Firewall = createNftablesFirewall({
+      netns: host.ns,
+      exec: (argv, o) => {
+        calls.push(argv.join(' '));
+        return run(argv, o);
+      },
+    });
+    await fw.ensureNetwork(NET1);
+    await fw.ensurePorts(E1);
+    await fw.ensurePorts({ ...E1, endpointId: 'e3' as EndpointId, mappings: [m('tcp', [8090], [80], '10.88.0.3')] });
+    calls.length = 0;
+    await fw.removePorts(E1.endpointId, { published: E1 });
+    t.same((await fw.list()).endpoints, ['e3'], 'all of e1\'s elements gone, e3\'s kept');
+    t.notOk(calls.slice(0, 2).some((c) => / list table /.test(c)), `no read of the whole table: ${calls.slice(0, 2).join(' | ')}`);
+    t.equal(calls.filter((c) => / -f -$/.test(c)).length, 2, 'one get, one delete');
+
+    // A retried DEL: e1's port 8080 was taken by e2 meanwhile. Nothing of e2's may go.
+    const E2: EndpointPorts = { ...E1, endpointId: 'e2' as EndpointId, mappings: [m('tcp', [8080], [80], '10.88.0.4')] };
+    await fw.ensurePorts(E2);
+    await fw.removePorts(E1.endpointId, { published: E1 });
+    t.same((await fw.list()).endpoints, ['e2', 'e3'], 'e2 keeps the port e1 had');
+    t.match(await ruleset(host), /tcp \. 8080 comment "e2" : 10\.88\.0\.4 \. 80/, 'its element is intact');
+
+    // A record that says more than the kernel has (one mapping never made): the search by owner.
+    await fw.removePorts('e2' as EndpointId, { published: E2 });
+    await fw.ensurePorts({ ...E1, mappings: E1.mappings.slice(0, 2) });
+    await fw.removePorts(E1.endpointId, { published: E1 });
+    t.same((await fw.list()).endpoints, ['e3'], 'what e1 has is removed all the same');
+    // published for another endpoint is not trusted for this one.
+    await fw.removePorts('e3' as EndpointId, { published: E1 });
+    t.same((await fw.list()).endpoints, [], 'e3 removed by owner');
+    await fw.removeAll();
+  });
+});
+
 t.test('nftables: rules, real traffic, removal', { skip: skipUnlessRoot }, async (t) => {
   await withIsolatedHost(async (host) => {
     const w = await buildWorld(host);
