@@ -15,6 +15,7 @@
  * like the reference host-local plugin's one file per IP.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError, fsError as coreFsError } from '../../core/errors.js';
@@ -54,6 +55,14 @@ export interface FsStoreOptions {
 const SECRET_FILE = '.lock-secret';
 const SECRET = /^[0-9a-f]{64}\n?$/;
 const READ_PARALLELISM = 32;
+/**
+ * Records are read with readFileSync, `list` in chunks of this many between event-loop turns.
+ * Measured here (1,000 records of 1.5 kB, tmpfs): fs/promises readFile 68–92 ms, the callback API
+ * 36–58 ms, readFileSync 9–11 ms; the promise API makes four thread-pool round trips per file
+ * (open, fstat, read, close). `tsnet ps` with 250 containers spent most of its time there. A
+ * chunk of 64 blocks the loop well under 1 ms; the state directory is a local disk.
+ */
+const READ_CHUNK = 64;
 
 function errnoOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
@@ -79,6 +88,18 @@ async function readOrUndefined(path: string): Promise<string | undefined> {
     throw err;
   }
 }
+
+/** The same, synchronous (READ_CHUNK says why); records only. */
+function readOrUndefinedSync(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -167,16 +188,17 @@ function createFsStore(root: string, locker: Locker): Store {
     const pathOf = (id: string): string => join(dir, `${parseRecordId(id)}.json`);
     const asidePath = (id: string): string => join(asideDir, `${parseRecordId(id)}.json`);
 
-    const read = async (id: string): Promise<T | undefined> => {
+    const readSync = (id: string): T | undefined => {
       const path = pathOf(id);
       let text: string | undefined;
       try {
-        text = await readOrUndefined(path);
+        text = readOrUndefinedSync(path);
       } catch (err) {
         throw fsError(`read ${path}`, err);
       }
       return text === undefined ? undefined : decodeRecord(spec, id, text, path);
     };
+    const read = async (id: string): Promise<T | undefined> => readSync(id);
     const write = async (id: string, record: T): Promise<T> => {
       const enc = encodeRecord(spec, id, record);
       try {
@@ -247,25 +269,27 @@ function createFsStore(root: string, locker: Locker): Store {
           if (errnoOf(err) === 'ENOENT') return { entries: [], errors: [] };
           throw fsError(`list ${dir}`, err);
         }
-        const results = await mapLimit(
-          names.filter((n) => !n.startsWith('.') && (opts?.prefix === undefined || n.startsWith(opts.prefix))).sort(),
-          READ_PARALLELISM,
-          async (name): Promise<Entry<T> | TsnetError | undefined> => {
-            const path = join(dir, name);
-            const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : '';
-            try {
-              parseRecordId(id);
-            } catch {
-              return corruptRecord(path, 'unexpected-file', `unexpected file in collection ${spec.name} (records are ID.json)`, { collection: spec.name });
-            }
-            try {
-              const record = await read(id);
-              return record === undefined ? undefined : { id, record }; // deleted meanwhile
-            } catch (err) {
-              return err instanceof TsnetError ? err : fsError(`read ${path}`, err);
-            }
-          },
-        );
+        const readOne = (name: string): Entry<T> | TsnetError | undefined => {
+          const path = join(dir, name);
+          const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : '';
+          try {
+            parseRecordId(id);
+          } catch {
+            return corruptRecord(path, 'unexpected-file', `unexpected file in collection ${spec.name} (records are ID.json)`, { collection: spec.name });
+          }
+          try {
+            const record = readSync(id);
+            return record === undefined ? undefined : { id, record }; // deleted meanwhile
+          } catch (err) {
+            return err instanceof TsnetError ? err : fsError(`read ${path}`, err);
+          }
+        };
+        const wanted = names.filter((n) => !n.startsWith('.') && (opts?.prefix === undefined || n.startsWith(opts.prefix))).sort();
+        const results: (Entry<T> | TsnetError | undefined)[] = [];
+        for (let i = 0; i < wanted.length; i += READ_CHUNK) {
+          if (i > 0) await nextTurn();
+          for (const name of wanted.slice(i, i + READ_CHUNK)) results.push(readOne(name));
+        }
         const entries: Entry<T>[] = [];
         const errors: TsnetError[] = [];
         for (const r of results) {
