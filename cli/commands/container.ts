@@ -347,7 +347,7 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       if (bool(p, 'help')) return io.out(usage('start CONTAINER [CONTAINER...]', 'Start stopped containers: a new sandbox with their networks, static addresses, aliases and published ports, then their command.', [HELP], 'tsnet start web'));
       need(p, 1, 'at least one container', 'start');
       const d = await deps();
-      await eachRef(p.positionals, io, async (ref) => {
+      await eachRef(p.positionals, io, async (ref, io) => {
         await startContainer(d, ref);
         io.out(`${ref}\n`);
       });
@@ -362,7 +362,7 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       need(p, 1, 'at least one container', 'restart');
       const timeoutSec = seconds(str(p, 'time'));
       const d = await deps();
-      await eachRef(p.positionals, io, async (ref) => {
+      await eachRef(p.positionals, io, async (ref, io) => {
         await d.runtime.stop(ref, { timeoutSec });
         await startContainer(d, ref);
         io.out(`${ref}\n`);
@@ -378,7 +378,7 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       need(p, 1, 'at least one container', 'kill');
       const sig = parseSignal(str(p, 'signal') ?? 'KILL');
       const d = await deps();
-      await eachRef(p.positionals, io, async (ref) => {
+      await eachRef(p.positionals, io, async (ref, io) => {
         await d.runtime.kill(ref, sig);
         io.out(`${ref}\n`);
       });
@@ -521,10 +521,10 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       const timeoutSec = seconds(str(p, 'time'));
       const signal = str(p, 'signal') !== undefined ? parseSignal(str(p, 'signal') as string) : undefined;
       const rt = (await deps()).runtime;
-      for (const ref of p.positionals) {
+      await eachRef(p.positionals, io, async (ref, io) => {
         await rt.stop(ref, { timeoutSec, ...(signal !== undefined ? { signal } : {}) });
         io.out(`${ref}\n`);
-      }
+      });
     },
   },
   rm: {
@@ -535,7 +535,7 @@ export const containerCommands = (deps: () => Promise<ContainerDeps>): Record<st
       if (bool(p, 'help')) return io.out(usage('rm [OPTIONS] CONTAINER [CONTAINER...]', 'Remove containers; their endpoints, addresses and namespace go with them.', specs, 'tsnet rm -f web'));
       need(p, 1, 'at least one container', 'rm');
       const d = await deps();
-      await eachRef(p.positionals, io, async (ref) => {
+      await eachRef(p.positionals, io, async (ref, io) => {
         const rec = await d.runtime.remove(ref, { force: bool(p, 'force') });
         if (rec === undefined) {
           // A container whose record could not be read: its process, directories and sandbox go.

@@ -181,7 +181,7 @@ export const networkCommands = (controller: () => Promise<Controller>): Record<s
       if (bool(p, 'help')) return io.out(usage('network rm NETWORK [NETWORK...]', 'Remove one or more networks (they must have no containers).', specs, 'tsnet network rm lab'));
       needArgs(p, 1, 'at least 1 argument (a network)', 'network rm');
       const c = await controller();
-      await eachRef(p.positionals, io, async (name) => {
+      await eachRef(p.positionals, io, async (name, io) => {
         await c.deleteNetwork(name);
         io.out(`${name}\n`);
       });

@@ -48,19 +48,52 @@ export function reported(err: unknown): TsnetError {
   return new TsnetError(code, err instanceof Error ? err.message : String(err), { cause: err, details: { reported: true } });
 }
 
+/** How many objects of one multi-object command are worked on at once (Docker's CLI works on all at once). */
+export const EACH_REF_PARALLEL = 8;
+
 /**
  * Docker's way with several objects: each is tried, each failure printed on its own line, and the
- * command fails with the first error once all were tried; `fn` prints its own success line.
+ * command fails with the first error (in argument order) once all were tried. Up to
+ * EACH_REF_PARALLEL at once; `fn` prints its own success line on the `io` it is given, and every
+ * object's lines come out in argument order. The same object named twice is worked on once at a
+ * time.
  */
-export async function eachRef(refs: readonly string[], io: Io, fn: (ref: string) => Promise<void>): Promise<void> {
-  let first: unknown;
-  for (const ref of refs) {
-    try {
-      await fn(ref);
-    } catch (err) {
-      first ??= err;
-      io.err(`Error: ${err instanceof Error ? err.message : String(err)}\n`);
+export async function eachRef(refs: readonly string[], io: Io, fn: (ref: string, io: Io) => Promise<void>): Promise<void> {
+  type Line = { readonly err: boolean; readonly text: string | Uint8Array };
+  const results: { lines: Line[]; error?: unknown; done: boolean }[] = refs.map(() => ({ lines: [], done: false }));
+  let flushed = 0;
+  const flush = (): void => {
+    for (; flushed < refs.length && results[flushed]?.done === true; flushed++) {
+      const r = results[flushed] as (typeof results)[number];
+      for (const l of r.lines) (l.err ? io.err : io.out).call(io, l.text);
+      if (r.error !== undefined) io.err(`Error: ${r.error instanceof Error ? r.error.message : String(r.error)}\n`);
     }
-  }
+  };
+  const busy = new Map<string, Promise<void>>();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < refs.length) {
+      const i = next++;
+      const ref = refs[i] as string;
+      const r = results[i] as (typeof results)[number];
+      const mine: Io = { ...io, out: (text) => void r.lines.push({ err: false, text }), err: (text) => void r.lines.push({ err: true, text }) };
+      const before = busy.get(ref);
+      const run = (async () => {
+        if (before !== undefined) await before;
+        try {
+          await fn(ref, mine);
+        } catch (err) {
+          r.error = err;
+        }
+      })();
+      busy.set(ref, run);
+      await run;
+      if (busy.get(ref) === run) busy.delete(ref);
+      r.done = true;
+      flush();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(EACH_REF_PARALLEL, refs.length) }, worker));
+  const first = results.find((r) => r.error !== undefined)?.error;
   if (first !== undefined) throw reported(first);
 }
