@@ -192,7 +192,8 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
   async function refresh(rec: ContainerRecord): Promise<ContainerRecord> {
     if (rec.status === 'exited' && (rec.exitCode !== null || rec.error !== null)) return rec;
     const next = await observe(rec);
-    return JSON.stringify(next) === JSON.stringify(rec) ? rec : save(next, rec);
+    // Most often observe hands back the record itself (a running container whose process lives).
+    return next === rec || JSON.stringify(next) === JSON.stringify(rec) ? rec : save(next, rec);
   }
 
   async function observe(rec: ContainerRecord): Promise<ContainerRecord> {

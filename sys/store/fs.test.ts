@@ -149,3 +149,31 @@ t.test('two store instances on one dir: cross-instance update is not lost, recor
   release();
   t.same(await slow, { v: 21 });
 });
+
+t.test('decoded records are kept by file identity: a file unchanged for a second is not decoded again, any rewrite is', async (t) => {
+  const dir = await tempDir();
+  const store = await openFsStore({ dir });
+  const things = store.collection(Spec);
+  const path = join(dir, 'records', 'things', 'a.json');
+  await things.put('a', { v: 1 });
+  const fresh1 = await things.get('a');
+  const fresh2 = await things.get('a');
+  t.not(fresh1, fresh2, 'a file written just now is decoded at every read (not kept)');
+  t.notOk(Object.isFrozen(fresh1));
+  await new Promise((r) => setTimeout(r, 1_100));
+  const kept = await things.get('a');
+  t.equal(await things.get('a'), kept, 'unchanged for a second: the same decoded record');
+  t.equal((await things.list()).entries[0]?.record, kept, 'and list hands out the same');
+  t.ok(Object.isFrozen(kept), 'frozen: a caller cannot change what others are handed');
+  t.throws(() => {
+    (kept as { v: number }).v = 5;
+  }, TypeError);
+  // Same size, same second: a rewrite by another process (here by hand, in place) is seen.
+  await writeFile(path, (await readFile(path, 'utf8')).replace('"v":1', '"v":2'));
+  t.same(await things.get('a'), { v: 2 }, 'a rewrite in place is read again');
+  await things.put('a', { v: 3 });
+  t.same(await things.get('a'), { v: 3 }, 'and so is a replacing write');
+  await rm(path);
+  t.equal(await things.get('a'), undefined, 'a removed file: gone');
+  t.same((await things.list()).entries, []);
+});

@@ -15,7 +15,7 @@
  * like the reference host-local plugin's one file per IP.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, statSync, type BigIntStats } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsnetError, fsError as coreFsError } from '../../core/errors.js';
@@ -89,17 +89,52 @@ async function readOrUndefined(path: string): Promise<string | undefined> {
   }
 }
 
-/** The same, synchronous (READ_CHUNK says why); records only. */
-function readOrUndefinedSync(path: string): string | undefined {
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Decoded records are kept by the identity of the file they came from (inode, size, mtime, ctime),
+ * so a list re-reads only what changed: one stat(2) instead of open/read/close, JSON and the zod
+ * schema. Measured with 1,000 containers: `tsnet ps` spent 47 ms reading and 20 ms validating the
+ * records, a stat of all 1,000 takes about 4 ms. Writes replace the file (rename), so a new version
+ * is a new inode with a new ctime. Only a file left unchanged for STABLE_NS when it was read is
+ * kept: a later write then carries a later mtime, even where an inode number is reused and file
+ * times are as coarse as a jiffy. Kept records are frozen: a caller changes a copy, never the cache.
+ */
+const STABLE_NS = 1_000_000_000n;
+
+interface FileIdentity {
+  readonly ino: bigint;
+  readonly size: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+}
+const identityOf = (st: BigIntStats): FileIdentity => ({ ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs });
+const sameFile = (a: FileIdentity, b: FileIdentity): boolean => a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}
+
+/** A record file's text and the identity of the very file it came from (read through one fd). */
+function readWithIdentity(path: string): { readonly text: string; readonly id: FileIdentity } | undefined {
+  let fd: number;
   try {
-    return readFileSync(path, 'utf8');
+    fd = openSync(path, 'r');
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
     throw err;
   }
+  try {
+    const id = identityOf(fstatSync(fd, { bigint: true }));
+    return { text: readFileSync(fd, 'utf8'), id };
+  } finally {
+    closeSync(fd);
+  }
 }
-
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -188,19 +223,32 @@ function createFsStore(root: string, locker: Locker): Store {
     const pathOf = (id: string): string => join(dir, `${parseRecordId(id)}.json`);
     const asidePath = (id: string): string => join(asideDir, `${parseRecordId(id)}.json`);
 
+    const cache = new Map<string, { readonly file: FileIdentity; readonly record: T }>();
     const readSync = (id: string): T | undefined => {
       const path = pathOf(id);
-      let text: string | undefined;
+      let got: ReturnType<typeof readWithIdentity>;
       try {
-        text = readOrUndefinedSync(path);
+        const hit = cache.get(id);
+        if (hit !== undefined) {
+          const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+          if (st !== undefined && sameFile(hit.file, identityOf(st))) return hit.record;
+          cache.delete(id);
+          if (st === undefined) return undefined;
+        }
+        got = readWithIdentity(path);
       } catch (err) {
         throw fsError(`read ${path}`, err);
       }
-      return text === undefined ? undefined : decodeRecord(spec, id, text, path);
+      if (got === undefined) return undefined;
+      const record = decodeRecord(spec, id, got.text, path);
+      const now = BigInt(Date.now()) * 1_000_000n;
+      if (now - got.id.mtimeNs > STABLE_NS && now - got.id.ctimeNs > STABLE_NS) cache.set(id, { file: got.id, record: deepFreeze(record) });
+      return record;
     };
     const read = async (id: string): Promise<T | undefined> => readSync(id);
     const write = async (id: string, record: T): Promise<T> => {
       const enc = encodeRecord(spec, id, record);
+      cache.delete(id);
       try {
         await ensureDir(dir);
         await writeAtomic(dir, `${id}.json`, enc.text);
@@ -285,6 +333,10 @@ function createFsStore(root: string, locker: Locker): Store {
           }
         };
         const wanted = names.filter((n) => !n.startsWith('.') && (opts?.prefix === undefined || n.startsWith(opts.prefix))).sort();
+        if (opts?.prefix === undefined) {
+          const present = new Set(wanted.map((n) => n.slice(0, -'.json'.length)));
+          for (const id of cache.keys()) if (!present.has(id)) cache.delete(id);
+        }
         const results: (Entry<T> | TsnetError | undefined)[] = [];
         for (let i = 0; i < wanted.length; i += READ_CHUNK) {
           if (i > 0) await nextTurn();
@@ -349,6 +401,7 @@ function createFsStore(root: string, locker: Locker): Store {
       delete(id, opts) {
         return locked(id, opts, async () => {
           const path = pathOf(id);
+          cache.delete(id);
           try {
             await unlink(path);
           } catch (err) {
