@@ -40,7 +40,9 @@ t.test('control socket: status, reload acks after a reload that began after the 
   t.equal((await readFile(daemonFiles(dir).pid, 'utf8')).trim(), String(process.pid));
   const st = await daemonRequest(dir, 'status');
   t.equal(st?.ok, true);
-  t.same(st?.services, { fake: { reloads: 0 } });
+  t.same(st?.services?.['fake'], { reloads: 0 });
+  t.match(st?.services?.['process'], { uptimeSec: Number, rssMiB: Number, heapUsedMiB: Number }, 'and the process\'s footprint');
+  t.ok(Number(st?.services?.['process']?.['rssMiB']) > 0);
   // Three reloads requested while the first runs: one more reload covers the other two.
   const first = daemonRequest(dir, 'reload');
   await new Promise((r) => setTimeout(r, 10));

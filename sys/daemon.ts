@@ -144,6 +144,12 @@ interface ControlDeps {
   log: Logger;
 }
 
+const mib = (n: number): number => Math.round((n / 1_048_576) * 10) / 10;
+function processStatus(): Record<string, unknown> {
+  const m = process.memoryUsage();
+  return { uptimeSec: Math.round(process.uptime()), rssMiB: mib(m.rss), heapUsedMiB: mib(m.heapUsed), heapTotalMiB: mib(m.heapTotal), externalMiB: mib(m.external) };
+}
+
 /** One control request line → the reply line. */
 async function answerControl(line: string, d: ControlDeps): Promise<string> {
   const reply = (r: DaemonReply): string => JSON.stringify(r);
@@ -165,7 +171,8 @@ async function answerControl(line: string, d: ControlDeps): Promise<string> {
       if (req.container === undefined) return reply({ ok: false, pid: process.pid, error: 'bad request: exited needs a container' });
       return d.exited(req.container).then(() => reply({ ok: true, pid: process.pid }), failed);
     case 'status':
-      return ok();
+      // The process itself beside the services: its footprint (the lifecycle bench reads it here).
+      return reply({ ok: true, pid: process.pid, services: { ...d.status(), process: processStatus() } });
     case 'stop':
       setImmediate(() => void d.stop('stop requested'));
       return ok();
