@@ -98,7 +98,8 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
  * records, a stat of all 1,000 takes about 4 ms. Writes replace the file (rename), so a new version
  * is a new inode with a new ctime. Only a file left unchanged for STABLE_NS when it was read is
  * kept: a later write then carries a later mtime, even where an inode number is reused and file
- * times are as coarse as a jiffy. Kept records are frozen: a caller changes a copy, never the cache.
+ * times are as coarse as a jiffy. Kept records are frozen: whoever wants one changed makes a
+ * changed copy, and what others are handed never changes under them.
  */
 const STABLE_NS = 1_000_000_000n;
 
