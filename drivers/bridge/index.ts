@@ -27,6 +27,27 @@ import { parseBridgeOptions, readBridgeConfig, type BridgeConfig } from './confi
 
 const DEFAULT_ROUTE: Record<Family, Prefix> = { 4: '0.0.0.0/0' as Prefix, 6: '::/0' as Prefix };
 
+/**
+ * The routes inside the sandbox: default routes (when asked) and the requested ones, each once per
+ * destination. Shared with the macvlan driver.
+ */
+export function routesFor(req: JoinRequest): RouteSpec[] {
+  const out: RouteSpec[] = [];
+  const gw = (fam: Family) => req.network.subnets.find((s) => addrFamily(s.subnet) === fam)?.gateway;
+  if (req.defaultRoute && !req.network.internal) {
+    for (const s of req.network.subnets) {
+      const dst = DEFAULT_ROUTE[addrFamily(s.subnet)];
+      if (!out.some((r) => r.dst === dst)) out.push({ dst, via: s.gateway, dev: req.ifName });
+    }
+  }
+  for (const r of req.routes ?? []) {
+    if (out.some((x) => x.dst === r.dst && x.metric === r.metric)) continue;
+    const via = r.via ?? gw(addrFamily(r.dst));
+    out.push({ ...r, dev: req.ifName, ...(via !== undefined ? { via } : {}) });
+  }
+  return out;
+}
+
 /** A random, locally administered, unicast MAC address. */
 export function randomMac(randomHex: (bytes: number) => string): MacAddr {
   const hex = `02${randomHex(5)}`;
@@ -205,23 +226,6 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     log.info('network removed', { network: spec.id, bridge: cfg.bridge });
   }
 
-  /** The routes inside the sandbox: default routes (when asked) and the requested ones, each once per destination. */
-  function routesFor(req: JoinRequest): RouteSpec[] {
-    const out: RouteSpec[] = [];
-    const gw = (fam: Family) => req.network.subnets.find((s) => addrFamily(s.subnet) === fam)?.gateway;
-    if (req.defaultRoute && !req.network.internal) {
-      for (const s of req.network.subnets) {
-        const dst = DEFAULT_ROUTE[addrFamily(s.subnet)];
-        if (!out.some((r) => r.dst === dst)) out.push({ dst, via: s.gateway, dev: req.ifName });
-      }
-    }
-    for (const r of req.routes ?? []) {
-      if (out.some((x) => x.dst === r.dst && x.metric === r.metric)) continue;
-      const via = r.via ?? gw(addrFamily(r.dst));
-      out.push({ ...r, dev: req.ifName, ...(via !== undefined ? { via } : {}) });
-    }
-    return out;
-  }
 
   async function join(req: JoinRequest): Promise<JoinResult> {
     const cfg = readBridgeConfig(req.config);

@@ -12,14 +12,13 @@
  * sandbox is still there.
  */
 import { TsnetError, wrap } from '../../core/errors.js';
-import { addrFamily, type Family, type IfName, type Prefix } from '../../core/net.js';
+import { addrFamily, type IfName } from '../../core/net.js';
 import { UndoStack } from '../../core/undo.js';
-import type { NetlinkOp, RouteSpec } from '../../sys/netlink/api.js';
+import type { NetlinkOp } from '../../sys/netlink/api.js';
 import type { DriverDeps, HostPeerJoinRequest, JoinRequest, JoinResult, LeaveRequest, NetworkDriver, NetworkSpec } from '../api.js';
-import { randomMac } from '../bridge/index.js';
+import { randomMac, routesFor } from '../bridge/index.js';
 import { parseMacvlanOptions, readMacvlanConfig } from './config.js';
 
-const DEFAULT_ROUTE: Record<Family, Prefix> = { 4: '0.0.0.0/0' as Prefix, 6: '::/0' as Prefix };
 
 export function createMacvlanDriver(deps: DriverDeps): NetworkDriver {
   const log = deps.log.child({ component: 'macvlan' });
@@ -34,22 +33,6 @@ export function createMacvlanDriver(deps: DriverDeps): NetworkDriver {
       throw new TsnetError('INVALID_CONFIG', `option parent: ${parent} is a ${link.kind ?? 'loopback'} interface; a macvlan network sits on an Ethernet link (a NIC, a bond, a VLAN, a veth)`, { details: { field: 'parent', value: parent } });
     }
     log.debug('parent checked', { network: spec.id, parent });
-  }
-
-  function routesFor(req: JoinRequest): RouteSpec[] {
-    const out: RouteSpec[] = [];
-    if (req.defaultRoute && !req.network.internal) {
-      for (const s of req.network.subnets) {
-        const dst = DEFAULT_ROUTE[addrFamily(s.subnet)];
-        if (!out.some((r) => r.dst === dst)) out.push({ dst, via: s.gateway, dev: req.ifName });
-      }
-    }
-    for (const r of req.routes ?? []) {
-      if (out.some((x) => x.dst === r.dst && x.metric === r.metric)) continue;
-      const via = r.via ?? req.network.subnets.find((s) => addrFamily(s.subnet) === addrFamily(r.dst))?.gateway;
-      out.push({ ...r, dev: req.ifName, ...(via !== undefined ? { via } : {}) });
-    }
-    return out;
   }
 
   async function join(req: JoinRequest): Promise<JoinResult> {
