@@ -103,16 +103,7 @@ export function addressFlow(deps: CniDeps, log: Logger): AddressFlow {
         await delegateLenient(req, s, 'STATUS');
         return;
       }
-      const cfg = s.ipam;
-      let st: HostLocalStore;
-      try {
-        st = await store(req, s);
-      } catch (err) {
-        throw new CniError(CNI_ERR.NOT_AVAILABLE, `ipam data directory unusable: ${err instanceof Error ? err.message : String(err)}`, 'plugin not available');
-      }
-      await ipamStatus(st, cfg).catch((err: unknown) => {
-        throw new CniError(CNI_ERR.NOT_AVAILABLE, err instanceof Error ? err.message : String(err), 'plugin not available');
-      });
+      await ipamStatus(() => store(req, s), s.ipam);
     },
     async gc(req, s, valid) {
       if (s.ipam) {

@@ -6,7 +6,6 @@
  */
 import { TsnetError } from '../../core/errors.js';
 import type { CniDeps } from './deps.js';
-import { CNI_ERR, CniError } from './errors.js';
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, ourAddresses, parseIpamConfig, requestedIps, type IpamConfig } from './ipam.js';
 import type { Plugin, Request } from './skel.js';
 import { goField } from './go-json.js';
@@ -45,15 +44,7 @@ export function createIpamPlugin(deps: CniDeps): Plugin {
     },
     async status(req) {
       const cfg = conf(req);
-      let s: Awaited<ReturnType<CniDeps['openIpamStore']>>;
-      try {
-        s = await store(req, cfg);
-      } catch (err) {
-        throw new CniError(CNI_ERR.NOT_AVAILABLE, `ipam data directory unusable: ${err instanceof Error ? err.message : String(err)}`, 'plugin not available');
-      }
-      await ipamStatus(s, cfg).catch((err: unknown) => {
-        throw new CniError(CNI_ERR.NOT_AVAILABLE, err instanceof Error ? err.message : String(err), 'plugin not available');
-      });
+      await ipamStatus(() => store(req, cfg), cfg);
     },
     async gc(req, valid) {
       const cfg = conf(req);

@@ -17,6 +17,7 @@ import { allocateAttachment, checkAttachment, exhaustedSet, gcAttachments, inSet
 import type { RangeSet as AllocSet } from '../../ipam/range-set.js';
 import { addrToBigInt, bigIntToAddr, prefixRange } from '../../ipam/ranges.js';
 import type { HostLocalStore } from '../../sys/store/api.js';
+import { CNI_ERR, CniError } from './errors.js';
 import { goField, goPath, isJsonObject as isObj } from './go-json.js';
 import { parseDns, parseRoutes, type Dns, type IpConfig, type Result, type Route } from './spec.js';
 import type { Attachment } from './skel.js';
@@ -176,8 +177,23 @@ export async function ipamCheck(store: HostLocalStore, cfg: IpamConfig, att: Att
 /** GC: releases every reservation not owned by a valid attachment (and a killed plugin's temp files). */
 export const ipamGc = (store: HostLocalStore, valid: readonly Attachment[], isAlive: (pid: number) => boolean): Promise<string[]> => gcAttachments(store, valid, isAlive);
 
-/** STATUS: INSUFFICIENT when a range set has no address left. */
-export async function ipamStatus(store: HostLocalStore, cfg: IpamConfig): Promise<void> {
+/**
+ * STATUS, for tsnet-ipam and tsnet-bridge's built-in IPAM alike: NOT_AVAILABLE (code 50) when the
+ * data directory cannot be opened or a range set has no address left.
+ */
+export async function ipamStatus(open: () => Promise<HostLocalStore>, cfg: IpamConfig): Promise<void> {
+  let store: HostLocalStore;
+  try {
+    store = await open();
+  } catch (err) {
+    throw new CniError(CNI_ERR.NOT_AVAILABLE, `ipam data directory unusable: ${err instanceof Error ? err.message : String(err)}`, 'plugin not available');
+  }
+  await exhaustion(store, cfg).catch((err: unknown) => {
+    throw new CniError(CNI_ERR.NOT_AVAILABLE, err instanceof Error ? err.message : String(err), 'plugin not available');
+  });
+}
+
+async function exhaustion(store: HostLocalStore, cfg: IpamConfig): Promise<void> {
   const sets = rangeSets(cfg);
   const i = await exhaustedSet(store, sets);
   if (i !== undefined) {
