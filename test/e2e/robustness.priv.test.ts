@@ -14,10 +14,10 @@ import t from 'tap';
 import { readFile, writeFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cliFor, okCli, type Cli } from '../helpers/cli.js';
-import { containers, fromCtr, internet, retry } from '../helpers/coexist.js';
+import { containers, fromCtr, internet } from '../helpers/coexist.js';
 import { dnsTool } from '../helpers/dns-tool-run.js';
 import { skipUnlessRoot, withIsolatedHost, type IsolatedHost } from '../helpers/isolated-host.js';
-import { request } from '../helpers/traffic.js';
+import { request, retry } from '../helpers/traffic.js';
 
 const tool = await dnsTool('dns-tool-robust');
 t.teardown(() => tool.remove());

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { okCli, type Cli } from './cli.js';
 import type { IsolatedHost } from './isolated-host.js';
-import { request, startServer } from './traffic.js';
+import { request, retry, startServer } from './traffic.js';
 
 const TOOLS = fileURLToPath(new URL('./net-tools.mjs', import.meta.url));
 export const BACKENDS = ['nftables', 'iptables'] as const;
@@ -45,19 +45,6 @@ export async function othersRules(host: IsolatedHost): Promise<string[]> {
     }
   }
   return out;
-}
-
-export async function retry(f: () => Promise<string>, tries = 30): Promise<string> {
-  let last: unknown;
-  for (let i = 0; i < tries; i++) {
-    try {
-      return await f();
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 150));
-    }
-  }
-  return `failed: ${String(last).split('\n')[0] ?? ''}`;
 }
 
 /** From inside container `name` (net-tools' tcp-client: the container's resolv.conf resolves names). */

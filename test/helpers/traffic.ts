@@ -28,6 +28,23 @@ export async function startServer(host: IsolatedHost, ns: NetnsRef, proto: 'tcp'
   });
 }
 
+/**
+ * Tries `f` up to `tries` times, `delayMs` apart, until it resolves; then its value, else
+ * "failed: " and the first line of the last error (a string the caller's assertion shows).
+ */
+export async function retry(f: () => Promise<string>, tries = 30, delayMs = 150): Promise<string> {
+  let last: unknown;
+  for (let i = 0; i < tries; i++) {
+    try {
+      return await f();
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+  return `failed: ${String(last).split('\n')[0] ?? ''}`;
+}
+
 /** Sends one request from `ns`; resolves with the reply line, rejects on failure or timeout. */
 export async function request(ns: NetnsRef, proto: 'tcp' | 'udp', addr: string, port: number, msg = 'ping', timeoutMs = 3000): Promise<string> {
   const { stdout } = await run(inNetns(ns, [process.execPath, TOOLS, `${proto}-client`, addr, String(port), msg, String(timeoutMs)]), { timeoutMs: timeoutMs + 5000 });

@@ -8,22 +8,12 @@
 import t from 'tap';
 import { neighbour, nsPath, world, type Attachment, type Conflist } from '../helpers/cni.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
-import { reachable, request, startServer } from '../helpers/traffic.js';
+import { reachable, request, retry, startServer } from '../helpers/traffic.js';
 
 const V = '1.0.0';
 
-async function retry(f: () => Promise<string>): Promise<string> {
-  let last: unknown;
-  for (let i = 0; i < 20; i++) {
-    try {
-      return await f();
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  return `failed: ${String(last).split('\n')[0] ?? ''}`;
-}
+/** This file's budget, as before: 20 tries, 100 ms apart. */
+const retrySoon = (f: () => Promise<string>): Promise<string> => retry(f, 20, 100);
 
 for (const backend of ['nftables', 'iptables'] as const) {
   t.test(`${backend}: reference bridge + tsnet-portmap: 127.0.0.1 and self-hairpin`, { skip: skipUnlessRoot }, async (t) => {
@@ -50,12 +40,12 @@ for (const backend of ['nftables', 'iptables'] as const) {
       await startServer(host, ns, 'udp', '0.0.0.0', 80);
       t.equal((await host.exec(['sysctl', '-n', 'net.ipv4.conf.fb0.route_localnet'])).stdout.trim(), '1', 'route_localnet on the foreign bridge');
 
-      t.match(await retry(() => request(host.ns, 'tcp', '127.0.0.1', 8086, 'lo', 1000)), /^hello lo from \S+ to 10\.86\.0\.1$/, 'TCP through 127.0.0.1 from the host (masqueraded to the bridge address)');
-      t.match(await retry(() => request(host.ns, 'udp', '127.0.0.1', 8086, 'lo', 1000)), /^hello lo from \S+ to 10\.86\.0\.1$/, 'UDP through 127.0.0.1');
-      t.equal(await retry(() => request(ns, 'tcp', '192.168.77.1', 8086, 'self', 1000)), `hello self from ${ip} to 10.86.0.1`, 'the pod reaches its own port through a host address (TCP)');
+      t.match(await retrySoon(() => request(host.ns, 'tcp', '127.0.0.1', 8086, 'lo', 1000)), /^hello lo from \S+ to 10\.86\.0\.1$/, 'TCP through 127.0.0.1 from the host (masqueraded to the bridge address)');
+      t.match(await retrySoon(() => request(host.ns, 'udp', '127.0.0.1', 8086, 'lo', 1000)), /^hello lo from \S+ to 10\.86\.0\.1$/, 'UDP through 127.0.0.1');
+      t.equal(await retrySoon(() => request(ns, 'tcp', '192.168.77.1', 8086, 'self', 1000)), `hello self from ${ip} to 10.86.0.1`, 'the pod reaches its own port through a host address (TCP)');
       // (net-tools' UDP server reports its bound address, 0.0.0.0, as "from")
-      t.match(await retry(() => request(ns, 'udp', '192.168.77.1', 8086, 'self', 1000)), /^hello self from \S+ to 10\.86\.0\.1$/, '... UDP');
-      t.equal(await retry(() => request(ns, 'tcp', '10.86.0.1', 8086, 'gw', 1000)), `hello gw from ${ip} to 10.86.0.1`, '... and through its gateway');
+      t.match(await retrySoon(() => request(ns, 'udp', '192.168.77.1', 8086, 'self', 1000)), /^hello self from \S+ to 10\.86\.0\.1$/, '... UDP');
+      t.equal(await retrySoon(() => request(ns, 'tcp', '10.86.0.1', 8086, 'gw', 1000)), `hello gw from ${ip} to 10.86.0.1`, '... and through its gateway');
 
       await w.cni.delList(list, a);
       t.notOk(await reachable(host.ns, 'tcp', '127.0.0.1', 8086, 800), 'DEL: the port is gone');
