@@ -40,7 +40,8 @@ import { createNftablesFirewall } from '../sys/firewall/nftables.js';
 import { createNoneFirewall } from '../sys/firewall/none.js';
 import { createHostPorts } from '../sys/host-ports.js';
 import { createIproute2NetlinkFor } from '../sys/netlink/iproute2.js';
-import { createNetnsManager } from '../sys/netns.js';
+import { createNetnsManager, inOwnNetns } from '../sys/netns.js';
+import { proxiedLock, type ProxiedLock } from '../sys/store/lock-proxy.js';
 import type { ClusterKv, Store } from '../sys/store/api.js';
 import { openFsStore } from '../sys/store/fs.js';
 import { listDir, localFiles, pathExists, readOptional, removePath, withAppendFd, writeInPlace } from '../sys/files.js';
@@ -372,10 +373,29 @@ async function engineRecord(store: Store, s: Settings, hostNs: NetnsRef, netlink
   return engines.upsert('engine', (cur) => cur ?? { engineId: `${scope ?? randomHex(8)}${randomHex(8)}` });
 }
 
+/**
+ * The store's locks for a process outside the namespace playing host (the library with a
+ * `hostNetns` that is not its own): taken there, through a helper (sys/store/lock-proxy.ts), where
+ * the CLI, the plugins and the daemon take theirs; undefined in the host's own namespace.
+ */
+async function lockProxyFor(hostNs: NetnsRef): Promise<((scope: string) => ProxiedLock) | undefined> {
+  if (await inOwnNetns(hostNs)) return undefined;
+  // Next to this bundle (dist/); from the sources (tests), the built one.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, 'lock-proxy.js'), join(here, '..', 'dist', 'lock-proxy.js')];
+  let entry: string | undefined;
+  for (const c of candidates) if (entry === undefined && (await pathExists(c))) entry = c;
+  if (entry === undefined) throw new TsnetError('UNAVAILABLE', `the host namespace is not this process's, and its lock helper is missing (${candidates.join(', ')}; build with npm run build)`);
+  const argv = inNetns(hostNs, [process.execPath, entry]);
+  return (scope) => proxiedLock(argv, scope);
+}
+
 export async function createEngine(s: Settings): Promise<Engine> {
   const hostNs = s.hostNs ?? HOST_NETNS;
   let startedDaemon = false;
-  const store = await openFsStore({ dir: s.stateDir });
+  let lockProxy: ProxiedLock | undefined;
+  const proxyFor = await lockProxyFor(hostNs);
+  const store = await openFsStore({ dir: s.stateDir, ...(proxyFor !== undefined ? { crossProcess: (scope: string) => (lockProxy = proxyFor(scope)) } : {}) });
   const netlink = createIproute2NetlinkFor({ log: s.log });
   const sysctl = createSysctlFor();
   const tc = createTcFor();
@@ -619,6 +639,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
       await sink.flush();
       await netlink.closeAll();
       if (kvMade !== undefined) await (await kvMade.catch(() => undefined))?.close();
+      await lockProxy?.close();
     },
   };
 }

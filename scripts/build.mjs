@@ -12,6 +12,7 @@ const entries = {
   tsnet: 'cli/main.ts',
   shim: 'runtime/shim-main.ts',
   lib: 'lib/index.ts', // the library API: package.json exports "." (types: `--types`)
+  'lock-proxy': 'sys/store/lock-proxy-main.ts', // locks in the host's netns for a library outside it (sys/store/lock-proxy.ts)
 };
 const t0 = Date.now();
 await build({

@@ -51,6 +51,13 @@ export async function ownNamespaces(): Promise<{ readonly pid: string; readonly 
   return { pid: pid ?? '', net: net ?? '', mnt: mnt ?? '' };
 }
 
+/** Is this process itself in the network namespace `ns` (same nsfs inode)? */
+export async function inOwnNetns(ns: NetnsRef): Promise<boolean> {
+  if (ns.kind === 'host') return true;
+  const [mine, theirs] = await Promise.all([stat('/proc/self/ns/net'), stat(ns.path)]);
+  return mine.dev === theirs.dev && mine.ino === theirs.ino;
+}
+
 /** The network namespace of process `pid`. */
 export async function netnsOfPid(pid: number): Promise<NetnsRef> {
   if (!Number.isInteger(pid) || pid <= 0) throw new TsnetError('INVALID_CONFIG', `pid: invalid value ${pid}`, { details: { field: 'pid', value: pid } });

@@ -43,13 +43,19 @@ import {
   type Store,
 } from './api.js';
 import { fsyncDir, tmpName, writeAtomic } from './atomic.js';
-import { abstractSocketLock, createLocker, type Locker } from './lock.js';
+import { abstractSocketLock, createLocker, type CrossProcessLock, type Locker } from './lock.js';
 
 export interface FsStoreOptions {
   /** The state directory; created (mode 0700) if missing. */
   readonly dir: string;
   /** Default bound on lock waits, ms (30 s if omitted). */
   readonly lockTimeoutMs?: number;
+  /**
+   * The cross-process half of the locks, given the store's scope (secret included); default the
+   * abstract-socket lock of this process's network namespace. A process outside the namespace
+   * playing host passes its lock proxy (lock-proxy.ts).
+   */
+  readonly crossProcess?: (scope: string) => CrossProcessLock;
 }
 
 const SECRET_FILE = '.lock-secret';
@@ -203,7 +209,7 @@ export async function openFsStore(opts: FsStoreOptions): Promise<Store> {
     throw fsError(`open store ${opts.dir}`, err);
   }
   const locker = createLocker({
-    crossProcess: abstractSocketLock(scope),
+    crossProcess: (opts.crossProcess ?? abstractSocketLock)(scope),
     label: root,
     ...(opts.lockTimeoutMs === undefined ? {} : { defaultTimeoutMs: opts.lockTimeoutMs }),
   });

@@ -211,3 +211,21 @@ t.test('a waiter whose predecessor vanishes without a word still gets the lock',
   t.equal(await waiter, 'got it');
   t.ok(performance.now() - t0 < 500, `acquired ${(performance.now() - t0).toFixed(1)} ms after the release`);
 });
+
+t.test('a wait aborted before it reaches the holder ends at once, not when the holder lets go', async (t) => {
+  const s = scope();
+  const release = await abstractSocketLock(s).acquire('n', new AbortController().signal);
+  const ac = new AbortController();
+  // Aborted while the waiter is between its first try and its wait (its first await).
+  const waiting = abstractSocketLock(s).acquire('n', ac.signal);
+  ac.abort();
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    waiting.then(() => 'acquired', () => 'gave up'),
+    new Promise<string>((r) => (timer = setTimeout(() => r('still waiting on the holder'), 5_000))),
+  ]);
+  clearTimeout(timer);
+  t.equal(outcome, 'gave up');
+  release();
+  await waiting.catch(() => undefined);
+});

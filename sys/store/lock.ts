@@ -24,8 +24,9 @@
  *
  * Caveats, by design:
  * - Abstract socket names live in the NETWORK namespace. All processes sharing a state directory
- *   must run in the same network namespace (tsnet's CLI, CNI plugins and daemon all run in the
- *   host's). Two processes in different network namespaces would NOT exclude each other. The name
+ *   must take their locks in the same network namespace (tsnet's CLI, CNI plugins and daemon all run
+ *   in the host's; a library outside it takes them there through lock-proxy.ts). Two processes
+ *   locking in different network namespaces would NOT exclude each other. The name
  *   mixes the state directory's real path, device and inode and a random secret kept in the state
  *   directory (mode 0600), so different state directories never share a lock.
  * - Abstract names carry no permissions. An unprivileged process in the same network namespace
@@ -46,6 +47,8 @@ import type { LockOptions } from './api.js';
 import { parseLockName } from './names.js';
 
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+/** The message of a single try (`once`) that found the lock held. */
+export const HELD = 'held';
 
 export interface Locker {
   withLock<T>(name: string, fn: () => Promise<T>, opts?: LockOptions): Promise<T>;
@@ -53,8 +56,11 @@ export interface Locker {
 
 /** The cross-process half of a lock. */
 export interface CrossProcessLock {
-  /** Acquires `name`, waiting as long as needed until `stop` aborts (then rejects). Returns release. */
-  acquire(name: string, stop: AbortSignal): Promise<() => void>;
+  /**
+   * Acquires `name`, waiting as long as needed until `stop` aborts (then rejects). Returns release.
+   * `once`: a single try, `stop` ignored; rejects (`HELD`) when another holds it.
+   */
+  acquire(name: string, stop: AbortSignal, opts?: { readonly once?: boolean }): Promise<() => void>;
   /** Best-effort facts about the current holder, for timeout messages ({} if unknown). */
   describeHolder(name: string): Promise<Record<string, unknown>>;
 }
@@ -134,10 +140,12 @@ export function createLocker(opts: LockerOptions): Locker {
         phase = 'running';
         let release: (() => void) | undefined;
         try {
-          if (opts.crossProcess) release = await opts.crossProcess.acquire(name, stop.signal);
+          // A try (timeout 0) is one attempt, whatever its round trip costs (lock-proxy.ts).
+          if (opts.crossProcess) release = await opts.crossProcess.acquire(name, stop.signal, { once: timeoutMs === 0 });
         } catch (err) {
           stopWaiting();
-          return { ok: false, error: stop.signal.aborted ? await waitError() : wrap(`lock ${name} (${opts.label})`, err) };
+          if (timeoutMs === 0 && err instanceof Error && err.message === HELD) timedOut = true;
+          return { ok: false, error: stop.signal.aborted || timedOut ? await waitError() : wrap(`lock ${name} (${opts.label})`, err) };
         }
         stopWaiting();
         try {
@@ -290,6 +298,12 @@ type Woke =
 /** Connects to `addr` (sending `hello` first if given) and resolves when something happens. */
 function waitOn(addr: string, stop: AbortSignal, hello?: string): Promise<Woke> {
   return new Promise((resolve) => {
+    // Aborted while the caller was between checks (binding its wait node): an abort listener
+    // added now would never fire, and this wait would last until the holder let go.
+    if (stop.aborted) {
+      resolve({ kind: 'busy' });
+      return;
+    }
     const sock = connect({ path: addr });
     let connected = false;
     let answered = false;
@@ -341,8 +355,13 @@ function waitOn(addr: string, stop: AbortSignal, hello?: string): Promise<Woke> 
 
 export function abstractSocketLock(scope: string): CrossProcessLock {
   return {
-    async acquire(name, stop) {
+    async acquire(name, stop, ao = {}) {
       const addr = lockAddress(scope, name);
+      if (ao.once === true) {
+        const release = await tryHold(addr, undefined, undefined);
+        if (release === undefined) throw new Error(HELD);
+        return release;
+      }
       const nodePrefix = `\0tsnet-lockq-${addr.slice(-16)}-`;
       let tail: string | undefined; // the queue's tail, handed over by the last release we saw
       let node: Endpoint | undefined; // our wait node, from our first contact with a holder
