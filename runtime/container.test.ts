@@ -275,6 +275,24 @@ t.test('stop: SIGTERM honoured, SIGTERM ignored (SIGKILL after the timeout), ide
   await t.rejects(rt.stop('zzz'), { code: 'NOT_FOUND' });
 });
 
+t.test('an exit: the network goes before the record says "exited"; die is reported once', async (t) => {
+  const w = await world(t);
+  const seen: string[] = [];
+  const events: string[] = [];
+  const rt = createRuntime(w.deps({
+    onExit: async (r) => void seen.push(`${r.name} ${(await w.store.get(r.id))?.status ?? 'gone'}`),
+    onEvent: (e) => void events.push(`${e.action} ${e.container.name}`),
+  }));
+  await rt.run({ name: 'a', argv: ['x'], netns: HOST });
+  await rt.stop('a');
+  t.same(seen, ['a running'], 'the exit hook ran while the stored record still said running');
+  t.equal((await rt.inspect('a')).status, 'exited');
+  await rt.stop('a');
+  await rt.inspect('a');
+  t.same(events.filter((e) => e.startsWith('die')), ['die a'], 'one die');
+  t.same(seen, ['a running'], 'and one release');
+});
+
 t.test('remove: refuses a running container, force kills; hook once; idempotent; a failing hook keeps the record', async (t) => {
   const w = await world(t);
   const rt = createRuntime(w.deps());

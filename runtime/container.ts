@@ -157,13 +157,19 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     }
   };
 
-  /** Once a container is seen exited: its `die` event and the exit hook (network released). */
-  async function exited(rec: ContainerRecord): Promise<void> {
-    emit('die', rec, { exitCode: String(rec.exitCode ?? -1) });
+  const exitHook = async (rec: ContainerRecord): Promise<void> => {
     await deps.onExit?.(rec).catch((err: unknown) => log.warn('after exit', { container: rec.name, err: err instanceof Error ? err.message : String(err) }));
-  }
+  };
 
   async function save(next: ContainerRecord, prev?: ContainerRecord): Promise<ContainerRecord> {
+    // An exit seen: the exit hook (network, addresses, names released) runs BEFORE the record says
+    // "exited", so that whoever reads "exited" finds them gone, as in Docker, where the container's
+    // state changes under its lock together with the cleanup. Found in CI: `kill`, then `ps` saying
+    // exited while the daemon, which wrote that record, was still taking the name out of DNS. Every
+    // process that sees the exit may run the hook (it is idempotent, and serialized by the
+    // sandbox's lock); a failed one leaves the record running for the next observer to retry.
+    const exiting = prev !== undefined && prev.status !== 'exited' && next.status === 'exited';
+    if (exiting) await exitHook(next);
     let was: ContainerRecord;
     try {
       was = await deps.store.update(next);
@@ -173,7 +179,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     }
     // The transition is the stored record's: of the processes that see the exit (the daemon told by
     // the supervisor, a `stop` polling), only the one whose write ended "running" reports it.
-    if (prev !== undefined && was.status !== 'exited' && next.status === 'exited') await exited(next);
+    if (exiting && was.status !== 'exited') emit('die', next, { exitCode: String(next.exitCode ?? -1) });
     return next;
   }
 
@@ -361,6 +367,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       const next: ContainerRecord = st.phase === 'running'
         ? { ...fresh, status: 'running', pid: st.pid, pidStartTime: st.pidStartTime, startedAt: st.startedAt }
         : exitedFrom(fresh, st);
+      if (next.status === 'exited') await exitHook(next); // before the record says so (see save)
       try {
         await deps.store.update(next);
       } catch (err) {
@@ -369,7 +376,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       }
       log.info('container started', { container: rec.name, id: rec.id, pid: next.pid, status: next.status });
       emit('start', next);
-      if (next.status === 'exited') await exited(next);
+      if (next.status === 'exited') emit('die', next, { exitCode: String(next.exitCode ?? -1) });
       return next;
     } catch (err) {
       conn?.close();

@@ -106,16 +106,16 @@ t.test('three hosts, one etcd: overlay networks across hosts', { skip: skipUnles
       }
     });
 
-    await t.test('3 x 12 concurrent runs get distinct addresses', async (t) => {
+    await t.test('3 x 30 concurrent runs get distinct addresses', async (t) => {
       // Three at a time per host, all hosts at once (nine concurrent starts on two cores).
       const worker = async (h: SimHost, k: number): Promise<void> => {
-        for (let i = k; i < 12; i += 3) await h.ok('run', '-d', '--name', `m-${h.name}-${i}`, '--network', 'ov', '--', 'sleep', '600');
+        for (let i = k; i < 30; i += 3) await h.ok('run', '-d', '--name', `m-${h.name}-${i}`, '--network', 'ov', '--', 'sleep', '600');
       };
       await Promise.all([h1, h2, h3].flatMap((h) => [0, 1, 2].map((k) => worker(h, k))));
       const inspect = JSON.parse(await h2.ok('network', 'inspect', 'ov')) as { Containers: Record<string, { Name: string; IPv4Address: string }> }[];
       const ms = Object.values(inspect[0]?.Containers ?? {}).filter((c) => c.Name.startsWith('m-'));
-      t.equal(ms.length, 36, 'every container is listed');
-      t.equal(new Set(ms.map((c) => c.IPv4Address)).size, 36, 'no duplicate address');
+      t.equal(ms.length, 90, 'every container is listed');
+      t.equal(new Set(ms.map((c) => c.IPv4Address)).size, 90, 'no duplicate address');
       for (const h of [h1, h2, h3]) {
         const names = (await h.ok('ps', '-q', '--filter', 'name=m-')).trim().split('\n').filter(Boolean);
         if (names.length > 0) await h.ok('rm', '-f', ...names);

@@ -95,7 +95,7 @@ export async function makeCluster(host: IsolatedHost, opts: { readonly hosts: nu
           '--listen-peer-urls', `http://${ip}:2380`, '--initial-advertise-peer-urls', `http://${ip}:2380`, '--initial-cluster', initial,
           '--initial-cluster-state', 'new', '--heartbeat-interval', '100', '--election-timeout', '1000',
         ]);
-        await waitFor(proc, opts.members === 1 ? 'ready to serve client requests' : 'serving client', `etcd ${j}`);
+        await waitFor(proc, 'ready to serve client requests', `etcd ${j}`); // one member or all: once it serves (a cluster: once it has a quorum)
       },
       async stop() {
         if (proc === undefined) return;
