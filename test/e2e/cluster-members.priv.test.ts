@@ -6,24 +6,11 @@
  * is elected under them.
  */
 import t from 'tap';
-import { fileURLToPath } from 'node:url';
 import { execDetails, inNetns, run } from '../../sys/exec.js';
-import { makeCluster, within, type Cluster, type EtcdMember, type SimHost } from '../helpers/cluster-hosts.js';
+import { ipOf, makeCluster, NET_TOOLS as TOOLS, resolveFrom, tcpFrom, within, type Cluster, type EtcdMember, type SimHost } from '../helpers/cluster-hosts.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
 
-const TOOLS = fileURLToPath(new URL('../helpers/net-tools.mjs', import.meta.url));
 const node = process.execPath;
-
-const ipOf = async (h: SimHost, name: string, net: string): Promise<string> =>
-  (await h.ok('inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, name)).trim();
-const tcpFrom = async (h: SimHost, from: string, addr: string, port: number): Promise<string | undefined> => {
-  const r = await h.cli('exec', from, node, TOOLS, 'tcp-client', addr, String(port), 'hi', '3000');
-  return r.code === 0 ? r.stdout.trim() : undefined;
-};
-const resolveFrom = async (h: SimHost, from: string, name: string): Promise<string | undefined> => {
-  const r = await h.cli('exec', from, 'getent', 'ahostsv4', name);
-  return r.code === 0 ? r.stdout.split(/\s+/)[0] : undefined;
-};
 
 /** `etcdctl endpoint status` of every member, run in `via`'s namespace: endpoint, member id, leader? */
 async function status(via: EtcdMember, members: readonly EtcdMember[]): Promise<{ readonly endpoint: string; readonly id: string; readonly leader: boolean }[]> {

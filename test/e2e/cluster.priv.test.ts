@@ -4,33 +4,14 @@
  * etcd, one setup shared by the cases in order.
  */
 import t from 'tap';
-import { fileURLToPath } from 'node:url';
-import { makeCluster, within, type Cluster, type SimHost } from '../helpers/cluster-hosts.js';
+import { ipOf, makeCluster, NET_TOOLS as TOOLS, resolveFrom, tcpFrom, within, type Cluster, type SimHost } from '../helpers/cluster-hosts.js';
 import { skipUnlessRoot, withIsolatedHost } from '../helpers/isolated-host.js';
 
-const TOOLS = fileURLToPath(new URL('../helpers/net-tools.mjs', import.meta.url));
 const node = process.execPath;
-
-/** The container's IPv4 address on `net` (inspect). */
-async function ipOf(h: SimHost, name: string, net: string): Promise<string> {
-  const out = await h.ok('inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, name);
-  return out.trim();
-}
-
-/** A TCP request from inside container `from` on host `h` to ADDR:PORT; the reply, or undefined. */
-async function tcpFrom(h: SimHost, from: string, addr: string, port: number, timeoutMs = 3000): Promise<string | undefined> {
-  const r = await h.cli('exec', from, node, TOOLS, 'tcp-client', addr, String(port), 'hi', String(timeoutMs));
-  return r.code === 0 ? r.stdout.trim() : undefined;
-}
 
 async function udpFrom(h: SimHost, from: string, addr: string, port: number): Promise<string | undefined> {
   const r = await h.cli('exec', from, node, TOOLS, 'udp-client', addr, String(port), 'hi', '3000');
   return r.code === 0 ? r.stdout.trim() : undefined;
-}
-
-async function resolveFrom(h: SimHost, from: string, name: string): Promise<string | undefined> {
-  const r = await h.cli('exec', from, 'getent', 'ahostsv4', name);
-  return r.code === 0 ? r.stdout.split(/\s+/)[0] : undefined;
 }
 
 async function pingFrom(h: SimHost, from: string, addr: string): Promise<boolean> {

@@ -7,6 +7,7 @@
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { execDetails, inNetns, run, type LongLived } from '../../sys/exec.js';
 import { NO_UPSTREAM, TSNET_BIN, type CliResult } from './cli.js';
@@ -186,4 +187,24 @@ export async function within(ms: number, check: () => Promise<boolean>): Promise
     if (performance.now() - t0 > ms) return undefined;
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** test/helpers/net-tools.mjs, run by Node inside containers (tcp-server, tcp-client, udp-...). */
+export const NET_TOOLS = fileURLToPath(new URL('./net-tools.mjs', import.meta.url));
+
+/** The container's IPv4 address on `net` (inspect). */
+export async function ipOf(h: SimHost, name: string, net: string): Promise<string> {
+  return (await h.ok('inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, name)).trim();
+}
+
+/** A TCP request from inside container `from` on host `h` to ADDR:PORT; the reply, or undefined. */
+export async function tcpFrom(h: SimHost, from: string, addr: string, port: number, timeoutMs = 3000): Promise<string | undefined> {
+  const r = await h.cli('exec', from, process.execPath, NET_TOOLS, 'tcp-client', addr, String(port), 'hi', String(timeoutMs));
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+/** `name` as container `from` on host `h` resolves it (first IPv4 address), or undefined. */
+export async function resolveFrom(h: SimHost, from: string, name: string): Promise<string | undefined> {
+  const r = await h.cli('exec', from, 'getent', 'ahostsv4', name);
+  return r.code === 0 ? r.stdout.split(/\s+/)[0] : undefined;
 }
