@@ -239,7 +239,7 @@ export function networkFields(n: NetworkRecord, trunc: boolean): Record<string, 
     Internal: String(n.internal),
     Labels: labelsText(n.labels),
     Name: n.name,
-    Scope: 'local',
+    Scope: n.scope === 'cluster' ? 'swarm' : 'local', // as `network inspect` (and Docker for overlay networks)
   };
   Object.defineProperty(f, 'Label', { value: (k: string) => n.labels[k] ?? '', enumerable: false });
   return f;

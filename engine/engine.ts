@@ -123,6 +123,10 @@ export async function resolveCluster(store: Store, given: ClusterFlags): Promise
     return Number(v);
   };
   const path = (k: 'cafile' | 'certfile' | 'keyfile'): string | undefined => opts[k] ?? saved?.[k];
+  if ((path('certfile') === undefined) !== (path('keyfile') === undefined)) {
+    const [has, lacks] = path('certfile') !== undefined ? ['certfile', 'keyfile'] : ['keyfile', 'certfile'];
+    throw new TsnetError('INVALID_CONFIG', `cluster-store-opt: ${has} given without ${lacks} (a client certificate needs both)`, { details: { field: 'cluster-store-opt', value: lacks } });
+  }
   const next = ClusterSettingsSchema.safeParse({
     store: storeList, advertise, ...Object.fromEntries((['cafile', 'certfile', 'keyfile'] as const).flatMap((k) => (path(k) !== undefined ? [[k, path(k)]] : []))),
     ...(num('ttl') !== undefined ? { ttl: num('ttl') } : {}), ...(num('grace') !== undefined ? { grace: num('grace') } : {}),
@@ -142,7 +146,9 @@ export async function clusterStoreClient(c: ClusterSettings, log: Logger): Promi
     return text;
   };
   const [ca, cert, key] = await Promise.all([read('cafile'), read('certfile'), read('keyfile')]);
-  return createEtcdKv({ endpoints: c.store, log, ...(ca !== undefined ? { tls: { ca, ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) } } : {}) });
+  // TLS when any of the three is given (a client certificate alone: the members' CA is one the system trusts).
+  const tls = ca !== undefined || cert !== undefined ? { ...(ca !== undefined ? { ca } : {}), ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}) } : undefined;
+  return createEtcdKv({ endpoints: c.store, log, ...(tls !== undefined ? { tls } : {}) });
 }
 
 /** What the daemon's cluster agent needs from the engine. */

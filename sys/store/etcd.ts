@@ -27,7 +27,8 @@ import type { Logger } from '../../core/log.js';
 import type { ClusterKv, KvCompare, KvEntry, KvEvent, KvOp, KvTxnResult, KvWatch, KvWatchHandler } from './api.js';
 
 export interface EtcdTls {
-  readonly ca: string;
+  /** The CA that signed the members' certificates; omitted: the system's CAs. */
+  readonly ca?: string;
   readonly cert?: string;
   readonly key?: string;
 }
@@ -109,7 +110,7 @@ export function createEtcdKv(o: EtcdOptions): ClusterKv {
   const timeoutMs = o.timeoutMs ?? 2000;
   const tls = o.tls;
   const agent = tls !== undefined
-    ? new HttpsAgent({ keepAlive: true, maxSockets: 16, ca: tls.ca, ...(tls.cert !== undefined ? { cert: tls.cert } : {}), ...(tls.key !== undefined ? { key: tls.key } : {}) })
+    ? new HttpsAgent({ keepAlive: true, maxSockets: 16, ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert } : {}), ...(tls.key !== undefined ? { key: tls.key } : {}) })
     : new HttpAgent({ keepAlive: true, maxSockets: 16 });
   const log = o.log.child({ component: 'etcd' });
   let preferred = 0;
