@@ -33,7 +33,11 @@ export interface ControllerOptions {
   readonly firewall?: FirewallBackend;
   /** A Logger, or the level of JSON lines on stderr (default warn). */
   readonly log?: Logger | LogLevel;
-  /** Path of the network namespace that plays "host" (default: this process's). */
+  /**
+   * Path of the network namespace that plays "host" (default: this process's). When it is not this
+   * process's own, the controller takes its store locks there through a helper process it starts
+   * on first use and ends on close() (the CLI, the plugins and the daemon lock in that namespace).
+   */
   readonly hostNetns?: string;
   /**
    * The daemon (embedded DNS, firewall watcher) this controller starts when a sandbox first joins a
