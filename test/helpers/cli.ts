@@ -81,3 +81,20 @@ export async function cniRequestsServed(host: IsolatedHost): Promise<number | un
   const s = JSON.parse(await okCli(cliFor(host))('daemon', '--status')) as { services?: { cni?: { requests?: number } } };
   return s.services?.cni?.requests;
 }
+
+/**
+ * Waits (at most 15 s) until the daemon's first recovery pass is over. That pass (1 s after the
+ * daemon starts) restores missing rules and ends with a full reload of every service (the DNS
+ * cache included), so a test that checks which service repaired something, or counts cache hits,
+ * waits for it first.
+ */
+export async function afterFirstRecovery(ok: (...args: string[]) => Promise<string>): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const st = JSON.parse(await ok('daemon', '--status')) as { services?: { recovery?: { passes?: number; failures?: number } } };
+    const r = st.services?.recovery;
+    if ((r?.passes ?? 0) + (r?.failures ?? 0) >= 1) return;
+    if (Date.now() > deadline) throw new Error('the daemon\'s first recovery pass did not end within 15 s');
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
