@@ -167,7 +167,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     // state changes under its lock together with the cleanup. Found in CI: `kill`, then `ps` saying
     // exited while the daemon, which wrote that record, was still taking the name out of DNS. Every
     // process that sees the exit may run the hook (it is idempotent, and serialized by the
-    // sandbox's lock); a failed one leaves the record running for the next observer to retry.
+    // sandbox's lock); a failure is logged and the exit recorded all the same, as before.
     const exiting = prev !== undefined && prev.status !== 'exited' && next.status === 'exited';
     if (exiting) await exitHook(next);
     let was: ContainerRecord;
