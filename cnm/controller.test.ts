@@ -310,3 +310,14 @@ t.test('sandboxes recorded before names were claimed keep their names', async (t
   t.equal(await w.state.sandboxNames.owner('old'), oldId, 'indexed for the existing sandbox');
   t.ok(await w.state.sandboxNames.complete(), 'indexed once');
 });
+
+t.test('two removals of one sandbox at once: one removes its endpoints and reports them, the other nothing', async (t) => {
+  const changes: CnmChange[] = [];
+  const w = makeWorld({ onChange: async (e) => void changes.push(e) });
+  await w.controller.ensurePredefined();
+  const sb = await w.controller.createSandbox({ name: 'twice', mode: { kind: 'network', network: 'bridge' } });
+  const [a, b] = await Promise.all([w.controller.deleteSandbox(sb.record.id), w.controller.deleteSandbox(sb.record.id)]);
+  t.same([a.length, b.length].sort(), [0, 1], 'one endpoint removed, by one of them');
+  t.equal(changes.filter((c) => c.kind === 'sandbox-deleted').length, 1, 'one sandbox-deleted change');
+  t.same(await w.controller.listSandboxes(), []);
+});

@@ -42,7 +42,8 @@ export interface Controller {
   endpointsOf(sandboxId: SandboxId): Promise<EndpointRecord[]>;
   connect(sandbox: string, network: string, req?: ConnectRequest): Promise<EndpointRecord>;
   disconnect(sandbox: string, network: string): Promise<void>;
-  deleteSandbox(idOrName: string): Promise<void>;
+  /** Resolves with the endpoints this call removed (none when another remover got there first). */
+  deleteSandbox(idOrName: string): Promise<readonly EndpointRecord[]>;
   /** Finishes or undoes what a crash interrupted and restores networks and published ports in the kernel. */
   reconcile(): Promise<{ readonly cleaned: string[]; readonly restored: string[] }>;
   /**

@@ -15,7 +15,7 @@ import { resolverAddress } from './dns.js';
 import { connect, teardownEndpoint, writeHostsFile } from './endpoints.js';
 import { forgetLinksOfSandbox } from './links.js';
 import { conflict, endpointsOf, findSandbox, invalid, netnsOf, newId, notify, nowText } from './lookup.js';
-import { checkName, type SandboxRecord } from './model.js';
+import { checkName, type EndpointRecord, type SandboxRecord } from './model.js';
 import { findOrAdoptNetwork } from './networks.js';
 import { purgeSandbox, removeUnreadableEndpoint, unreadableEndpointsOf } from './unreadable.js';
 
@@ -142,18 +142,24 @@ export async function ensureNameIndex(deps: ControllerDeps): Promise<void> {
 }
 
 /** Removes the sandbox with its endpoints, namespace, files and record; the caller holds nothing. */
-export async function deleteSandbox(deps: ControllerDeps, idOrName: string): Promise<void> {
-  const sb = await findSandbox(deps, idOrName).catch(async (err: unknown) => {
+export async function deleteSandbox(deps: ControllerDeps, idOrName: string): Promise<readonly EndpointRecord[]> {
+  const found = await findSandbox(deps, idOrName).catch(async (err: unknown) => {
     // Its record may be one that could not be read: what it described is removed all the same.
     if (isCode(err, 'NOT_FOUND') && (await purgeSandbox(deps, idOrName)) !== undefined) return undefined;
     throw err;
   });
-  if (sb === undefined) return;
-  const left = await deps.state.withLock(`sandbox:${sb.id}`, () => deleteSandboxLocked(deps, sb));
+  if (found === undefined) return [];
+  // Read again under its lock: two removers at once (a container's exit seen by `stop` and by the
+  // daemon) both found it; the second finds it gone and removed nothing, so reports nothing.
+  const left = await deps.state.withLock(`sandbox:${found.id}`, async () => {
+    const sb = await deps.state.sandboxes.get(found.id);
+    return sb === undefined ? [] : deleteSandboxLocked(deps, sb);
+  });
   if (left.length > 0) {
     const nets = (await deps.state.networks.list()).filter((n) => left.some((e) => e.networkId === n.id));
-    await notify(deps, 'sandbox-deleted', nets, { endpoints: left.map((e) => e.id), sandboxes: [sb.id] });
+    await notify(deps, 'sandbox-deleted', nets, { endpoints: left.map((e) => e.id), sandboxes: [found.id] });
   }
+  return left;
 }
 
 /** The same, holding `sandbox:<id>` already; returns the endpoints it removed. */

@@ -139,11 +139,10 @@ export function withNetworkEvents(c: Controller, sink: EventSink, now: () => Dat
       await connected(before.filter((e) => !after.has(e.id)), 'disconnect');
     },
     async deleteSandbox(ref) {
-      const sb = await c.findSandbox(ref);
-      const eps = await c.endpointsOf(sb.id);
       const nets = await c.listNetworks();
-      await c.deleteSandbox(ref);
-      await connected(eps, 'disconnect', nets);
+      const removed = await c.deleteSandbox(ref);
+      await connected(removed, 'disconnect', nets);
+      return removed;
     },
   };
 }

@@ -145,10 +145,10 @@ export function withEvents(c: Controller, log: Logger): TsnetController {
     },
     async deleteSandbox(idOrName) {
       const sandbox = await c.findSandbox(idOrName);
-      const endpoints = await c.endpointsOf(sandbox.id);
-      await c.deleteSandbox(sandbox.id);
+      const endpoints = await c.deleteSandbox(sandbox.id);
       for (const endpoint of endpoints) emit('endpoint.removed', { endpoint, sandbox });
       emit('sandbox.removed', { sandbox });
+      return endpoints;
     },
     findSandbox: (x) => c.findSandbox(x),
     listSandboxes: () => c.listSandboxes(),

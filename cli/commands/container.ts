@@ -180,10 +180,11 @@ async function withPortHolder(d: ContainerDeps, err: unknown, cfg: RunConfig): P
   return new TsnetError(err.code, `${err.message} (held by container ${[...holders].join(', ')})`, { cause: err, details: err.details });
 }
 
-const dropSandbox = (d: ContainerDeps, id: string): Promise<void> =>
-  d.controller.deleteSandbox(id).catch((err: unknown) => {
+const dropSandbox = async (d: ContainerDeps, id: string): Promise<void> => {
+  await d.controller.deleteSandbox(id).catch((err: unknown) => {
     if (!isCode(err, 'NOT_FOUND')) throw err;
   });
+};
 
 /** Starts a stopped container: a new sandbox from its settings, then its process. */
 async function startContainer(d: ContainerDeps, ref: string): Promise<ContainerRecord> {
