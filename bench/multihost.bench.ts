@@ -8,7 +8,7 @@
  * network on the same host.
  */
 import { fileURLToPath } from 'node:url';
-import { makeCluster, within, type SimHost } from '../test/helpers/cluster-hosts.js';
+import { ipOf, makeCluster, within, type SimHost } from '../test/helpers/cluster-hosts.js';
 import type { IsolatedHost } from '../test/helpers/isolated-host.js';
 import { stats, type BenchSection } from './report.js';
 
@@ -98,7 +98,7 @@ export async function benchMultihost(host: IsolatedHost, opts: { readonly n?: nu
   const localRun = await runs('l', 'blocal');
   // throughput: container to container across hosts vs a VXLAN made by hand between the same namespaces
   await a.ok('run', '-d', '--name', 'ips', '--network', 'bov', '--', 'iperf3', '-s');
-  const ipsAddr = (await a.ok('inspect', '-f', '{{(index .NetworkSettings.Networks "bov").IPAddress}}', 'ips')).trim();
+  const ipsAddr = await ipOf(a, 'ips', 'bov');
   await new Promise((r) => setTimeout(r, 500));
   const tsnetGbit = await iperf((x) => ['iperf3', '-c', x, '-t', '4', '-J'], ipsAddr, async (argv) => b.ok('exec', 'probe', ...argv));
   for (const [h, me, peer] of [[a, '10.98.0.1', b.ip], [b, '10.98.0.2', a.ip]] as const) {

@@ -308,6 +308,9 @@ const FIREWALLS = {
 
 const randomHex = (n: number): string => randomBytes(n).toString('hex');
 
+/** The directory of this bundle (dist/: tsnet.js, shim.js, lock-proxy.js and the native helpers beside it). */
+const DIST_DIR = dirname(fileURLToPath(import.meta.url));
+
 export { readOptional };
 
 /**
@@ -316,8 +319,7 @@ export { readOptional };
  * was built.
  */
 async function startDaemon(s: Settings): Promise<void> {
-  const dist = dirname(fileURLToPath(import.meta.url));
-  const entry = s.daemonEntry ?? join(dist, 'tsnet.js');
+  const entry = s.daemonEntry ?? join(DIST_DIR, 'tsnet.js');
   if (!(await pathExists(entry))) {
     throw new TsnetError('UNAVAILABLE', `cannot start the DNS daemon: ${entry} not found (build with npm run build)`);
   }
@@ -387,8 +389,7 @@ async function engineRecord(store: Store, s: Settings, hostNs: NetnsRef, netlink
 async function lockProxyFor(hostNs: NetnsRef): Promise<((scope: string) => ProxiedLock) | undefined> {
   if (await inOwnNetns(hostNs)) return undefined;
   // Next to this bundle (dist/); from the sources (tests), the built one.
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'lock-proxy.js'), join(here, '..', 'dist', 'lock-proxy.js')];
+  const candidates = [join(DIST_DIR, 'lock-proxy.js'), join(DIST_DIR, '..', 'dist', 'lock-proxy.js')];
   let entry: string | undefined;
   for (const c of candidates) if (entry === undefined && (await pathExists(c))) entry = c;
   if (entry === undefined) throw new TsnetError('UNAVAILABLE', `the host namespace is not this process's, and its lock helper is missing (${candidates.join(', ')}; build with npm run build)`);
@@ -496,7 +497,6 @@ export async function createEngine(s: Settings): Promise<Engine> {
     tc,
     ...(clusterPort !== undefined ? { cluster: clusterPort } : {}),
   }), sink, () => new Date());
-  const distDir = dirname(fileURLToPath(import.meta.url));
   const releaseSandbox = async (rec: { readonly id: string }): Promise<void> => {
     await controller.deleteSandbox(rec.id).catch((err: unknown) => {
       if (!isCode(err, 'NOT_FOUND')) throw err;
@@ -506,7 +506,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
   const containers = createStoreContainerStore(store, { onUnreadable: (err) => s.log.warn('containers: skipping a record that cannot be read', { err: err.message }) });
   /** A container whose record could not be read: its sandbox is not "a container that never came". */
   const unreadableContainer = async (id: string): Promise<boolean> => (await containers.listSetAside()).some((r) => r.id === id);
-  const nativeShim = s.nativeShim !== undefined ? s.nativeShim : join(distDir, 'tsnet-supervise');
+  const nativeShim = s.nativeShim !== undefined ? s.nativeShim : join(DIST_DIR, 'tsnet-supervise');
   const runtime = createRuntime({
     store: containers,
     procs: hostProcessTable(),
@@ -517,7 +517,7 @@ export async function createEngine(s: Settings): Promise<Engine> {
     randomHex,
     runDir: join(s.runDir, 'containers'),
     logDir: join(s.stateDir, 'logs'),
-    shim: [process.execPath, s.shim ?? join(distDir, 'shim.js')],
+    shim: [process.execPath, s.shim ?? join(DIST_DIR, 'shim.js')],
     ...(nativeShim !== null && (await pathExists(nativeShim)) ? { nativeShim } : {}),
     daemonSocket: daemonFiles(s.runDir).socket,
     tools: await resolveTools(RUNTIME_TOOLS, SAFE_PATH),

@@ -226,7 +226,6 @@ export function createBridgeDriver(deps: DriverDeps): NetworkDriver {
     log.info('network removed', { network: spec.id, bridge: cfg.bridge });
   }
 
-
   async function join(req: JoinRequest): Promise<JoinResult> {
     const cfg = readBridgeConfig(req.config);
     const h = host();

@@ -19,7 +19,6 @@ import type { DriverDeps, HostPeerJoinRequest, JoinRequest, JoinResult, LeaveReq
 import { randomMac, routesFor } from '../bridge/index.js';
 import { parseMacvlanOptions, readMacvlanConfig } from './config.js';
 
-
 export function createMacvlanDriver(deps: DriverDeps): NetworkDriver {
   const log = deps.log.child({ component: 'macvlan' });
   const host = () => deps.netlink(deps.hostNs);

@@ -19,6 +19,15 @@ export type Cli = (...args: string[]) => Promise<CliResult>;
 /** Where a test's DNS daemon forwards unless told otherwise: a dead port on the isolated host's loopback, never the machine's real resolvers. */
 export const NO_UPSTREAM = '127.0.0.1:9';
 
+/**
+ * The command line of `tsnet ARGS`: the installed binary, the C front end (served by the daemon once
+ * one runs, else the Node CLI), as users run it, unless `frontEnd` is false or TSNET_TEST_CLI=node is
+ * in the environment of `npm test` (then `node dist/tsnet.js`).
+ */
+export function tsnetArgv(args: readonly string[], frontEnd?: boolean): [string, ...string[]] {
+  return (frontEnd ?? process.env['TSNET_TEST_CLI'] !== 'node') ? [TSNET_FRONT, ...args] : [process.execPath, TSNET_BIN, ...args];
+}
+
 export function cliFor(host: IsolatedHost, opts: {
   readonly firewall?: string; readonly ns?: NetnsRef; readonly dnsUpstream?: string; /** TSNET_DNS_NATIVE */ readonly dnsNative?: string;
   /** Another store on the same host. */ readonly stateDir?: string; readonly runDir?: string;
@@ -30,11 +39,9 @@ export function cliFor(host: IsolatedHost, opts: {
    */
   readonly frontEnd?: boolean;
 } = {}): Cli {
-  const front = opts.frontEnd ?? process.env['TSNET_TEST_CLI'] !== 'node';
   return async (...args) => {
     try {
-      const argv: [string, ...string[]] = front ? [TSNET_FRONT, ...args] : [process.execPath, TSNET_BIN, ...args];
-      const r = await run(inNetns(opts.ns ?? host.ns, argv), {
+      const r = await run(inNetns(opts.ns ?? host.ns, tsnetArgv(args, opts.frontEnd)), {
         env: { TSNET_STATE_DIR: opts.stateDir ?? host.stateDir, TSNET_RUN_DIR: opts.runDir ?? host.runDir, TSNET_FIREWALL: opts.firewall ?? 'nftables', TSNET_DNS_UPSTREAM: opts.dnsUpstream ?? NO_UPSTREAM, ...(opts.dnsNative !== undefined ? { TSNET_DNS_NATIVE: opts.dnsNative } : {}), ...opts.env },
         timeoutMs: 60_000,
       });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetnsRef } from '../../core/net.js';
 import { execDetails, inNetns, run, type LongLived } from '../../sys/exec.js';
-import { NO_UPSTREAM, TSNET_BIN, TSNET_FRONT, type CliResult } from './cli.js';
+import { NO_UPSTREAM, TSNET_BIN, tsnetArgv, type CliResult } from './cli.js';
 import type { IsolatedHost } from './isolated-host.js';
 
 export const UNDERLAY = '10.99.0';
@@ -129,10 +129,7 @@ export async function makeCluster(host: IsolatedHost, opts: { readonly hosts: nu
     };
     const cli = async (...args: string[]): Promise<CliResult> => {
       try {
-        // The installed `tsnet` binary, as users run it (served by the host's daemon once one runs),
-        // unless TSNET_TEST_CLI=node, as test/helpers/cli.ts.
-        const argv = process.env['TSNET_TEST_CLI'] === 'node' ? [process.execPath, TSNET_BIN, ...args] : [TSNET_FRONT, ...args];
-        const r = await run(inNetns(host.ns, enter(argv)), { env, timeoutMs: 60_000 });
+        const r = await run(inNetns(host.ns, enter(tsnetArgv(args))), { env, timeoutMs: 60_000 });
         return { code: 0, stdout: r.stdout, stderr: r.stderr };
       } catch (err) {
         const d = execDetails(err);
