@@ -175,6 +175,13 @@ export interface CreateSandboxRequest {
   readonly connect?: ConnectRequest;
   /** The sandbox of a container of tsnet's runtime (its id): recovery removes it if the container never came. */
   readonly forContainer?: boolean;
+  /**
+   * Join a namespace another runtime made (a CNI ADD's CNI_NETNS) instead of making one: tsnet writes
+   * no hosts or resolv.conf for it (the runtime does) and never removes it. Mode "network" or "none".
+   */
+  readonly netnsPath?: string;
+  /** The CNI attachment the sandbox serves (recorded for DEL, CHECK and GC). */
+  readonly cni?: { readonly network: string; readonly containerId: string; readonly ifName: string };
 }
 
 /** A port to publish; the container address is the endpoint's (of the host address's family). */
@@ -194,6 +201,8 @@ export interface ConnectRequest {
   readonly aliases?: readonly string[];
   readonly mac?: string;
   readonly ports?: readonly PortRequest[];
+  /** The interface's name in the sandbox (default: the first free eth<N>). */
+  readonly ifName?: string;
 }
 
 /**

@@ -8,7 +8,7 @@
  * `ports` inside either while host ports are chosen, published and recorded.
  */
 import { TsnetError, isCode, wrap } from '../core/errors.js';
-import { addrFamily, parseEndpointId, parseIpAddr, parseMac, parsePrefix, prefixAddr, type EndpointId, type IfName, type NetnsRef, type Prefix } from '../core/net.js';
+import { addrFamily, parseEndpointId, parseIfName, parseIpAddr, parseMac, parsePrefix, prefixAddr, type EndpointId, type IfName, type NetnsRef, type Prefix } from '../core/net.js';
 import { teardownAll } from '../core/teardown.js';
 import { UndoStack } from '../core/undo.js';
 import type { PublishRequest } from '../drivers/api.js';
@@ -93,7 +93,7 @@ export async function releaseLeftoverAddresses(deps: ControllerDeps, networks: r
 }
 
 /** Checks a connect request fully before anything is allocated. */
-function validateConnect(net: NetworkRecord, req: ConnectRequest): { ip4?: ReturnType<typeof parseIpAddr>; ip6?: ReturnType<typeof parseIpAddr>; mac?: ReturnType<typeof parseMac> } {
+function validateConnect(net: NetworkRecord, req: ConnectRequest): { ip4?: ReturnType<typeof parseIpAddr>; ip6?: ReturnType<typeof parseIpAddr>; mac?: ReturnType<typeof parseMac>; ifName?: IfName } {
   const ip4 = req.ip !== undefined ? parseIpAddr(req.ip, 'ip') : undefined;
   const ip6 = req.ip6 !== undefined ? parseIpAddr(req.ip6, 'ip6') : undefined;
   if (ip4 !== undefined && addrFamily(ip4) !== 4) throw invalid('ip', `${ip4} is not an IPv4 address (use --ip6)`);
@@ -104,7 +104,8 @@ function validateConnect(net: NetworkRecord, req: ConnectRequest): { ip4?: Retur
   const mac = req.mac !== undefined ? parseMac(req.mac, 'mac-address') : undefined;
   for (const a of req.aliases ?? []) checkName(a, 'network-alias');
   if ((req.ports?.length ?? 0) > 0 && net.internal) throw invalid('publish', `network ${net.name} is internal: ports cannot be published`);
-  return { ...(ip4 !== undefined ? { ip4 } : {}), ...(ip6 !== undefined ? { ip6 } : {}), ...(mac !== undefined ? { mac } : {}) };
+  const ifName = req.ifName !== undefined ? parseIfName(req.ifName, 'ifName') : undefined;
+  return { ...(ip4 !== undefined ? { ip4 } : {}), ...(ip6 !== undefined ? { ip6 } : {}), ...(mac !== undefined ? { mac } : {}), ...(ifName !== undefined ? { ifName } : {}) };
 }
 
 /**
@@ -138,7 +139,7 @@ async function connectLocked(deps: ControllerDeps, sb: SandboxRecord, netRef: Ne
 
 async function connectWith(deps: ControllerDeps, sb: SandboxRecord, netRef: NetworkRecord, req: ConnectRequest, granted: readonly GrantedPort[] | undefined): Promise<{ endpoint: EndpointRecord; others: EndpointRecord[] }> {
   const { state, ipam, log } = deps;
-  if (sb.netns.kind !== 'own') {
+  if (sb.netns.kind !== 'own' && sb.netns.kind !== 'external') {
     throw invalid('network', sb.netns.kind === 'host' ? 'container cannot be disconnected from host network or connected to host network' : 'conflicting options: container type network can\'t be used with multiple networks');
   }
   // Re-read under the lock: a network being removed meanwhile is not joined.
@@ -154,7 +155,8 @@ async function connectWith(deps: ControllerDeps, sb: SandboxRecord, netRef: Netw
   const used = new Set<string>(eps.map((e) => e.ifName));
   let n = 0;
   while (used.has(`eth${n}`)) n++;
-  const ifName = `eth${n}` as IfName;
+  const ifName = v.ifName ?? (`eth${n}` as IfName);
+  if (used.has(ifName)) throw conflict(`interface ${ifName} of container ${sb.name} is already in use`, { field: 'ifName' });
   const id = `${endpointPrefix(sb.id)}${deps.randomHex(24)}` as EndpointId;
   const hostIf = `veth${deps.randomHex(4).slice(0, 7)}` as IfName;
   const defaultRoute = !net.internal && !eps.some((e) => e.defaultRoute);
@@ -220,7 +222,7 @@ async function connectWith(deps: ControllerDeps, sb: SandboxRecord, netRef: Netw
 
 /** Rewrites the sandbox's /etc/hosts from its endpoints (a container-mode sandbox shares its target's). */
 export async function writeHostsFile(deps: ControllerDeps, sb: SandboxRecord, known?: readonly EndpointRecord[]): Promise<void> {
-  if (sb.netns.kind === 'container') return;
+  if (sb.netns.kind === 'container' || sb.netns.kind === 'external') return; // the target's, or the other runtime's
   const eps = known ?? (await endpointsOf(deps, sb.id));
   const self = eps.flatMap((e) => e.addresses.map((a) => ({ ip: a.split('/')[0] as ReturnType<typeof parseIpAddr>, names: [sb.hostname] })));
   await deps.files.write(sb.hostsPath, deps.hostsFile(self, sb.extraHosts));

@@ -4,7 +4,6 @@
  * kernel is touched and marked "ready" after, so a crash leaves a record that says what to clean.
  */
 import { z } from 'zod';
-import { TsnetError } from '../core/errors.js';
 import { IFNAME_PATTERN, isIpAddr, isPrefix, type EndpointId, type IfName, type IpAddr, type MacAddr, type NetworkId, type Prefix, type SandboxId } from '../core/net.js';
 import { DRIVER_TYPES } from '../drivers/api.js';
 
@@ -14,8 +13,9 @@ const zIfName = z.custom<IfName>((v) => typeof v === 'string' && IFNAME_PATTERN.
 const zId = <T>() => z.custom<T>((v) => typeof v === 'string' && /^[a-z0-9][a-z0-9_.-]{0,127}$/.test(v), 'expected an id');
 const zMac = z.custom<MacAddr>((v) => typeof v === 'string' && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(v), 'expected a MAC address');
 
-/** Docker's rule for container and network names. */
-export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+import { NAME_PATTERN } from './names.js';
+
+export { checkName, NAME_PATTERN, networkHasDns } from './names.js';
 export const zName = z.string().max(128).regex(NAME_PATTERN);
 
 export const SubnetRecordSchema = z.strictObject({
@@ -52,8 +52,6 @@ export const NetworkRecordSchema = z.strictObject({
 });
 export type NetworkRecord = z.infer<typeof NetworkRecordSchema>;
 
-/** Whether the embedded resolver serves this network (bridge networks, unless created with --disable-dns). */
-export const networkHasDns = (n: NetworkRecord): boolean => (n.driver === 'bridge' || n.driver === 'overlay') && n.dnsEnabled !== false && n.door === undefined;
 
 export const PortMappingRecordSchema = z.strictObject({
   proto: z.enum(['tcp', 'udp', 'sctp']),
@@ -94,6 +92,8 @@ export const NetnsModeSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('host') }),
   /** Another sandbox's namespace (`--network container:NAME`). */
   z.strictObject({ kind: z.literal('container'), sandboxId: zId<SandboxId>(), path: z.string() }),
+  /** A namespace another runtime made and owns (a CNI ADD's CNI_NETNS): joined, never made or removed by tsnet. */
+  z.strictObject({ kind: z.literal('external'), path: z.string() }),
 ]);
 export type NetnsMode = z.infer<typeof NetnsModeSchema>;
 
@@ -118,6 +118,8 @@ export const SandboxRecordSchema = z.strictObject({
    * swept.
    */
   container: z.literal(true).optional(),
+  /** Made by a CNI ADD with `tsnetNetwork` (plugins/cni/attach.ts): the attachment it serves, for DEL, CHECK and GC. */
+  cni: z.strictObject({ network: z.string(), containerId: z.string(), ifName: zIfName }).optional(),
 });
 export type SandboxRecord = z.infer<typeof SandboxRecordSchema>;
 
@@ -181,10 +183,3 @@ export const SwitchRecordSchema = z.strictObject({
   labels: z.record(z.string(), z.string()),
 });
 export type SwitchRecord = z.infer<typeof SwitchRecordSchema>;
-
-export function checkName(raw: string, field: string): string {
-  if (typeof raw !== 'string' || !NAME_PATTERN.test(raw) || raw.length > 128) {
-    throw new TsnetError('INVALID_CONFIG', `${field}: invalid name ${JSON.stringify(raw)}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`, { details: { field, value: raw } });
-  }
-  return raw;
-}

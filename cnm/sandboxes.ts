@@ -7,7 +7,7 @@
  * cost whatever the number of others.
  */
 import { TsnetError, isCode, wrap } from '../core/errors.js';
-import { parseIpAddr, type IfName, type SandboxId } from '../core/net.js';
+import { parseIfName, parseIpAddr, type IfName, type SandboxId } from '../core/net.js';
 import { teardownAll } from '../core/teardown.js';
 import { UndoStack } from '../core/undo.js';
 import type { ControllerDeps, CreateSandboxRequest, SandboxHandle } from './deps.js';
@@ -40,6 +40,12 @@ export async function createSandbox(deps: ControllerDeps, req: CreateSandboxRequ
   const extraHosts = (req.extraHosts ?? []).map((h, i) => ({ ip: parseIpAddr(h.ip, `add-host[${i}]`), names: h.names.map((nm) => checkHostname(nm, `add-host[${i}]`)) }));
   const dns = (req.dns ?? []).map((d, i) => parseIpAddr(d, `dns[${i}]`));
   const hostname = checkHostname(req.hostname ?? id.slice(0, 12), 'hostname');
+  const external = req.netnsPath;
+  if (external !== undefined) {
+    if (mode.kind !== 'network' && mode.kind !== 'none') throw invalid('netns', `a namespace of another runtime joins a network (or none), not mode ${mode.kind}`);
+    if (typeof external !== 'string' || !external.startsWith('/')) throw invalid('netns', `must be an absolute path, got ${JSON.stringify(external)}`);
+  }
+  const cni = req.cni !== undefined ? { network: req.cni.network, containerId: req.cni.containerId, ifName: parseIfName(req.cni.ifName, 'ifName') } : undefined;
   await ensureNameIndex(deps);
   // Before the sandbox's lock: a cluster network first seen here is adopted under `networks`, which
   // ranks before `sandbox:<id>`; connect re-reads it under the lock.
@@ -58,11 +64,13 @@ export async function createSandbox(deps: ControllerDeps, req: CreateSandboxRequ
     const record: SandboxRecord = {
       schemaVersion: 1, id, name, hostname, created: nowText(deps), status: 'creating',
       netns: mode.kind === 'host' ? { kind: 'host' }
+        : external !== undefined ? { kind: 'external', path: external }
         : target !== undefined ? (target.netns.kind === 'host' ? { kind: 'host' } : { kind: 'container', sandboxId: target.id, path: target.netns.path })
         : { kind: 'own', name: netnsName, path: deps.netns.pathOf(netnsName) },
       extraHosts, dns, dnsSearch: [...(req.dnsSearch ?? [])], dnsOptions: [...(req.dnsOptions ?? [])],
       hostsPath: target?.hostsPath ?? `${dir}/hosts`, resolvConfPath: target?.resolvConfPath ?? `${dir}/resolv.conf`,
       ...(req.forContainer === true ? { container: true } : {}),
+      ...(cni !== undefined ? { cni } : {}),
     };
     const undo = new UndoStack();
     try {
@@ -80,7 +88,7 @@ export async function createSandbox(deps: ControllerDeps, req: CreateSandboxRequ
         undo.push('netlink handle', () => deps.netlink.release(ns)); // its ip process would keep the namespace alive
         await deps.netlink(ns).setLink('lo' as IfName, { up: true });
       }
-      if (record.netns.kind !== 'container') {
+      if (record.netns.kind === 'host' || record.netns.kind === 'own') {
         undo.push('files', () => deps.files.removeDir(dir));
         // `--dns` given: exactly those servers (Docker's explicit choice); else the embedded
         // resolver on the network's gateway when it serves the network.
@@ -104,6 +112,9 @@ export async function createSandbox(deps: ControllerDeps, req: CreateSandboxRequ
     await connect(deps, id, made.network.id, req.connect ?? {}).catch(async (err: unknown) => {
       await deleteSandbox(deps, id).catch((e: unknown) => log.warn('rollback of sandbox failed', { sandbox: id, err: e }));
       throw err;
+    }).finally(async () => {
+      // Another runtime's namespace: no ip process of tsnet's may keep it alive once it is removed.
+      if (made.ready.netns.kind === 'external') await deps.netlink.release(netnsOf(made.ready)).catch(() => undefined);
     });
   }
   return { record: made.ready, netns: netnsOf(made.ready) };
@@ -171,10 +182,9 @@ export async function deleteSandboxLocked(deps: ControllerDeps, sb: SandboxRecor
     ...(sb.netns.kind === 'own' ? [{ label: 'links', run: () => forgetLinksOfSandbox(deps, sb.id) }] : []),
     ...eps.map((ep) => ({ label: `endpoint ${ep.ifName}`, run: () => teardownEndpoint(deps, ep, ns) })),
     ...(await unreadableEndpointsOf(deps, sb.id)).map((id) => ({ label: `endpoint ${id}`, run: () => removeUnreadableEndpoint(deps, id) })),
-    ...(sb.netns.kind === 'own'
-      ? [{ label: 'netlink handle', run: () => deps.netlink.release(ns) }, { label: 'netns', run: () => deps.netns.remove((sb.netns as { name: string }).name) }]
-      : []),
-    ...(sb.netns.kind !== 'container' ? [{ label: 'files', run: () => deps.files.removeDir(deps.files.dirFor(sb.id)) }] : []),
+    ...(sb.netns.kind === 'own' || sb.netns.kind === 'external' ? [{ label: 'netlink handle', run: () => deps.netlink.release(ns) }] : []),
+    ...(sb.netns.kind === 'own' ? [{ label: 'netns', run: () => deps.netns.remove((sb.netns as { name: string }).name) }] : []),
+    ...(sb.netns.kind === 'host' || sb.netns.kind === 'own' ? [{ label: 'files', run: () => deps.files.removeDir(deps.files.dirFor(sb.id)) }] : []),
     { label: 'record', run: () => deps.state.sandboxes.delete(sb.id) },
     { label: 'name', run: () => deps.state.sandboxNames.release(sb.name, sb.id) },
   ]).catch((err: unknown) => {

@@ -47,6 +47,19 @@ export function exampleConflist(subnet: string): Record<string, unknown> {
   };
 }
 
+/**
+ * The configuration list of a pod network on tsnet network `network` (`tsnet cni install --network
+ * NAME`): each node's daemon attaches pods to it (plugins/cni/attach.ts); with an overlay network,
+ * pods of every node share its subnet and reach each other without NAT.
+ */
+export function networkConflist(network: string): Record<string, unknown> {
+  return {
+    cniVersion: '1.0.0',
+    name: network,
+    plugins: [{ type: 'tsnet-bridge', tsnetNetwork: network, capabilities: { portMappings: true, ips: true, mac: true, aliases: true } }],
+  };
+}
+
 export interface InstallResult {
   readonly binDir: string;
   readonly binaries: readonly string[];
@@ -149,9 +162,9 @@ export async function installCni(opts: {
 
 
 /** Writes the example conflist into `confDir` unless one is there (or `force`); the file, or undefined when kept. */
-export async function writeExampleConflist(confDir: string, subnet: string, force: boolean): Promise<{ readonly file: string; readonly written: boolean }> {
+export async function writeExampleConflist(confDir: string, subnet: string, force: boolean, network?: string): Promise<{ readonly file: string; readonly written: boolean }> {
   const file = join(confDir, '10-tsnet.conflist');
   if ((await pathExists(file)) && !force) return { file, written: false };
-  await writeInPlace(file, `${JSON.stringify(exampleConflist(subnet), null, 2)}\n`);
+  await writeInPlace(file, `${JSON.stringify(network !== undefined ? networkConflist(network) : exampleConflist(subnet), null, 2)}\n`);
   return { file, written: true };
 }

@@ -14,6 +14,7 @@
  */
 import { join } from 'node:path';
 import type { Logger } from '../core/log.js';
+import type { Controller } from '../cnm/controller.js';
 import type { NetlinkFor } from '../sys/netlink/api.js';
 import { createIproute2NetlinkFor } from '../sys/netlink/iproute2.js';
 import { listenRequests, type UnixServer } from '../sys/unix-socket.js';
@@ -62,6 +63,8 @@ export interface CniServiceOptions {
   readonly stateDir: string;
   readonly runDir: string;
   readonly log: Logger;
+  /** The daemon's controller: configurations with `tsnetNetwork` join its networks (plugins/cni/attach.ts). */
+  readonly controller?: () => Promise<Controller>;
   /** Requests served at once at most (default 32). */
   readonly maxInFlight?: number;
   /** Requests waiting for a slot at most (default 4096). */
@@ -85,7 +88,7 @@ export function createCniService(o: CniServiceOptions): DaemonService {
     const own = createIproute2NetlinkFor({ log });
     const netlink: NetlinkFor = (ns) => (ns.kind === 'host' ? hostNetlink(ns) : own(ns));
     try {
-      return await serveRequest(req.plugin, req.env, req.stdin, () => buildDeps({ log, netlink, stateDir: o.stateDir, runDir: o.runDir }));
+      return await serveRequest(req.plugin, req.env, req.stdin, () => buildDeps({ log, netlink, stateDir: o.stateDir, runDir: o.runDir, ...(o.controller !== undefined ? { controller: o.controller } : {}) }));
     } finally {
       await own.closeAll().catch((err: unknown) => log.warn('closing ip processes failed', { err: err instanceof Error ? err.message : String(err) }));
     }

@@ -109,7 +109,7 @@ export async function runTsnetDaemon(settings: DaemonSettings, opts: DaemonRunOp
     ...(agent !== undefined ? [{ ...agent, reload: async () => void agent?.reload().catch((err: unknown) => settings.log.warn('cluster agent reload failed', { err: err instanceof Error ? err.message : String(err) })) }] : []),
     dns,
     createFirewallService({ watch: (w) => watchRuleset(HOST_NETNS, w), log: settings.log, controller: engineController }),
-    ...(opts.noCni === true ? [] : [createCniService({ stateDir: settings.stateDir, runDir: settings.runDir, log: settings.log })]),
+    ...(opts.noCni === true ? [] : [createCniService({ stateDir: settings.stateDir, runDir: settings.runDir, log: settings.log, controller: engineController })]),
     ...(opts.cli === undefined ? [] : [createCliService({
       socket: cliSocketPath(settings.runDir), log: settings.log, serve: opts.cli(getEngine),
       namespaces: ownNamespaces, startTime: (pid) => hostProcessTable().startTime(pid), listen: listenFramed,

@@ -19,7 +19,9 @@
  */
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { TsnetError } from '../../core/errors.js';
 import { parseSubnet } from '../../core/net.js';
+import { checkName } from '../../cnm/names.js';
 import { installCni, writeExampleConflist } from '../../engine/cni-install.js';
 import { cniSocketPath } from '../../engine/cni-service.js';
 import { bool, parseArgs, str, usage, type FlagSpec } from '../args.js';
@@ -28,6 +30,7 @@ import type { Command, Io } from './types.js';
 const INSTALL: FlagSpec[] = [
   { name: 'bin-dir', type: 'string', help: 'where the plugin binaries go (default /opt/cni/bin)', placeholder: 'DIR' },
   { name: 'conf-dir', type: 'string', help: 'where the example conflist goes (default /etc/cni/net.d; "" for none)', placeholder: 'DIR' },
+  { name: 'network', type: 'string', help: 'write a pod network on this tsnet network instead (served by the node\'s tsnet daemon; an overlay network spans the cluster)', placeholder: 'NAME' },
   { name: 'subnet', type: 'string', help: 'subnet of the example network (default 10.87.0.0/16)', placeholder: 'CIDR' },
   { name: 'suffix', type: 'string', help: 'file name suffix of the binaries (default none; dist/ uses .cjs)', placeholder: 'SUFFIX' },
   { name: 'no-snapshot', type: 'boolean', help: 'do not build a V8 startup snapshot (use the code cache only)' },
@@ -54,7 +57,9 @@ export function cniCommands(settings: { readonly runDir: string }): Record<strin
         });
         io.out(`installed ${r.binaries.join(', ')} (${r.frontEnd ? `C front end using a running tsnet daemon (${cniSocketPath(resolve(settings.runDir))}), else ` : ''}Node with a ${r.snapshot ? 'V8 startup snapshot' : 'V8 code cache'})\n`);
         if (confDir !== '') {
-          const w = await writeExampleConflist(confDir, parseSubnet(str(a, 'subnet') ?? '10.87.0.0/16', 'subnet'), bool(a, 'force'));
+          const network = str(a, 'network');
+          if (network !== undefined && str(a, 'subnet') !== undefined) throw new TsnetError('INVALID_CONFIG', 'subnet: the pod network\'s subnet is its tsnet network\'s (give --network or --subnet, not both)', { details: { field: 'subnet' } });
+          const w = await writeExampleConflist(confDir, parseSubnet(str(a, 'subnet') ?? '10.87.0.0/16', 'subnet'), bool(a, 'force'), network !== undefined ? checkName(network, 'network') : undefined);
           io.out(w.written ? `wrote ${w.file}\n` : `kept ${w.file} (exists; --force overwrites)\n`);
         }
         return 0;

@@ -49,6 +49,7 @@ import { BandwidthSchema, BridgeConfShape, DnsCapabilitySchema, parseInput } fro
 import { CNI_SCOPE, cniEndpointId, cniEndpointPrefix, cniNetworkId, hostVethName, mayHavePortMappings, parsePortMappings, toFirewallMappings } from './names.js';
 import type { Attachment, Plugin, Request } from './skel.js';
 import { fromWire, parseDns, type Dns, type Interface, type IpConfig, type Result, type Route } from './spec.js';
+import { attachedNetwork, createNetworkAttach } from './attach.js';
 import { dnsAdd, dnsCheck, dnsDel, dnsGc, parseDnsConf, withResolver } from './dns.js';
 
 export { BUILTIN_IPAM };
@@ -370,7 +371,11 @@ export function createBridgePlugin(deps: CniDeps): Plugin {
     }
   }
 
-  return { add, del, check, status, gc };
+  // `tsnetNetwork`: the attachment joins a network of tsnet's controller (plugins/cni/attach.ts).
+  const attach = createNetworkAttach(deps);
+  const via = <A extends unknown[], R>(own: (req: Request, ...a: A) => Promise<R>, other: (req: Request, ...a: A) => Promise<R>) =>
+    (req: Request, ...a: A): Promise<R> => (attachedNetwork(req.config) !== undefined ? other(req, ...a) : own(req, ...a));
+  return { add: via(add, attach.add), del: via(del, attach.del), check: via(check, attach.check), status: via(status, attach.status), gc: via(gc, attach.gc) };
 }
 
 function bandwidthOf(b: Bandwidth): { ingress?: Shape; egress?: Shape } {

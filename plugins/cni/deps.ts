@@ -9,6 +9,7 @@ import type { NetlinkFor, SysctlFor } from '../../sys/netlink/api.js';
 import type { CniDnsRegistry } from '../../sys/store/api.js';
 import type { HostLocalStore } from '../../sys/store/api.js';
 import type { TcFor } from '../../sys/api.js';
+import type { Controller } from '../../cnm/controller.js';
 
 export interface CniDeps {
   /** The namespace the plugin runs in (the runtime's "host"). */
@@ -38,5 +39,7 @@ export interface CniDeps {
   execPlugin(type: string, verb: string, path: readonly string[], env: Readonly<Record<string, string>>, stdin: string): Promise<unknown>;
   /** tsnet's DNS registry of CNI attachments (`aliases`, plugins/cni/dns.ts); directories default to tsnet's. */
   dnsRegistry(dirs: { readonly stateDir: string | undefined; readonly runDir: string | undefined }): CniDnsRegistry;
+  /** The node daemon's controller (`tsnetNetwork`, plugins/cni/attach.ts); absent in a standalone plugin process. */
+  readonly controller?: () => Promise<Controller>;
 }
 

@@ -14,6 +14,7 @@ import type { Logger } from '../../core/log.js';
 import type { Firewall, FirewallBackend, FirewallDeps } from '../../sys/firewall/api.js';
 import type { NetlinkFor } from '../../sys/netlink/api.js';
 import type { CniDeps } from './deps.js';
+import type { Controller } from '../../cnm/controller.js';
 import { dispatch, type Plugin } from './skel.js';
 
 export type PluginKind = 'bridge' | 'ipam' | 'portmap' | 'macvlan';
@@ -35,6 +36,8 @@ export interface DepsOptions {
   /** tsnet's directories for the DNS registry when a configuration names none (default: TSNET_STATE_DIR / TSNET_RUN_DIR, else /var/lib/tsnet, /run/tsnet). */
   readonly stateDir?: string;
   readonly runDir?: string;
+  /** The daemon's controller, for configurations with `tsnetNetwork` (a standalone plugin has none). */
+  readonly controller?: () => Promise<Controller>;
 }
 
 /** tsnet's DNS registry (plugins/cni/dns.ts): loaded when a request asks for it (and by `preload`). */
@@ -100,6 +103,7 @@ export async function buildDeps(o: DepsOptions = {}): Promise<CniDeps> {
     isNetns: isNetnsFile,
     isAlive: pidAlive,
     execPlugin: (type, verb, path, env, stdin) => execPlugin(run, findExecutable, { type, verb, path, env, stdin }),
+    ...(o.controller !== undefined ? { controller: o.controller } : {}),
   };
 }
 

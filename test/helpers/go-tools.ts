@@ -135,14 +135,14 @@ async function runDriver(ns: NetnsRef, argv: Argv, opts: { readonly input?: stri
  * containerd 1.6's CRI path: go-cni with the CRI plugin's options (loopback network, the first
  * configuration of `confDir`, K8S_* labels, portMappings/bandwidth/dns capabilities).
  */
-export function goCniDriver(tools: GoTools, ns: NetnsRef, o: { readonly confDir: string; readonly pluginDirs: readonly string[] }): CniDriver {
+export function goCniDriver(tools: GoTools, ns: NetnsRef, o: { readonly confDir: string; readonly pluginDirs: readonly string[]; readonly prefix?: readonly string[] }): CniDriver {
   const call = (verb: string, pod: Pod): Promise<string> => {
     const input = JSON.stringify({
       id: pod.id, netns: pod.netns, metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid },
       portMappings: pod.portMappings ?? [], annotations: annotations(pod),
       ...(pod.dns ? { dnsConfig: pod.dns } : {}),
     });
-    return runDriver(ns, [tools.gocni, '-verb', verb, '-conf-dir', o.confDir, '-plugin-dirs', o.pluginDirs.join(':')], { input });
+    return runDriver(ns, [...(o.prefix ?? []), tools.gocni, '-verb', verb, '-conf-dir', o.confDir, '-plugin-dirs', o.pluginDirs.join(':')] as unknown as Argv, { input });
   };
   return {
     label: 'go-cni',
