@@ -6,7 +6,8 @@
  * then the first conflist, eth0, K8S_POD_* arguments). What must hold: each pod has an address of
  * the one subnet, distinct across nodes; pods on different nodes reach each other (ICMP, TCP) and
  * the far end sees the pod's own address (no NAT); a node reaches its own pods (kubelet's probes);
- * every node's inspect lists every pod; CHECK passes; DEL withdraws a pod everywhere and leaves
+ * every node's inspect lists every pod; a hostPort answers at its node's address; a pod's name
+ * resolves on another node's resolver; CHECK passes; DEL withdraws a pod everywhere and leaves
  * nothing on its node, and DEL again succeeds; a node whose daemon is stopped answers ADD with CNI
  * error 11 (try again later) and makes nothing.
  */
@@ -35,11 +36,11 @@ t.test('pods on three nodes of one overlay pod network', { skip: skipUnlessRoot,
     const driver = (h: SimHost) => goCniDriver(tools, host.ns, { confDir: dirs(h).conf, pluginDirs: [dirs(h).bin, REFERENCE_DIR], prefix: enter(h) });
 
     interface Made { readonly h: SimHost; readonly pod: Pod; readonly ip: string; readonly path: string }
-    const makePod = async (h: SimHost, name: string): Promise<Made> => {
+    const makePod = async (h: SimHost, name: string, extra: Partial<Pod> = {}): Promise<Made> => {
       const nsName = `pod-${h.name}-${name}`;
       await h.exec(['ip', 'netns', 'add', nsName]);
       const path = `/run/netns/${nsName}`;
-      const pod: Pod = { id: randomBytes(32).toString('hex'), netns: path, name, namespace: 'default', uid: randomUUID() };
+      const pod: Pod = { id: randomBytes(32).toString('hex'), netns: path, name, namespace: 'default', uid: randomUUID(), ...extra };
       const r = await driver(h).setup(pod);
       return { h, pod, ip: r.ip.split('/')[0] as string, path };
     };
@@ -47,7 +48,7 @@ t.test('pods on three nodes of one overlay pod network', { skip: skipUnlessRoot,
 
     const p1 = await makePod(h1, 'web-1');
     const p2 = await makePod(h2, 'web-2');
-    const p3 = await makePod(h3, 'web-3');
+    const p3 = await makePod(h3, 'web-3', { portMappings: [{ protocol: 'TCP', containerPort: 8080, hostPort: 30080 }] });
     const ips = [p1.ip, p2.ip, p3.ip];
     t.ok(ips.every((ip) => ip.startsWith('10.244.')), `every pod has an address of the pod network: ${ips.join(', ')}`);
     t.equal(new Set(ips).size, 3, 'three pods on three nodes: three addresses');
@@ -61,12 +62,16 @@ t.test('pods on three nodes of one overlay pod network', { skip: skipUnlessRoot,
     t.not(seen, undefined, `h3's inspect of pods lists the pods of all three nodes (${String(seen)} ms)`);
 
     // Pod to pod across nodes, without NAT; node to its own pod.
-    const server = host.spawnIn(host.ns, [...enter(h2), 'nsenter', `--net=${p2.path}`, '--', process.execPath, NET_TOOLS, 'tcp-server', '0.0.0.0', '8080'] as unknown as [string, ...string[]]);
-    host.defer(async () => {
-      server.child.kill('SIGKILL');
-      await server.close(1000);
-    });
-    await new Promise<void>((resolve) => server.child.stdout.once('data', () => resolve()));
+    const serve = async (m: Made): Promise<void> => {
+      const server = host.spawnIn(host.ns, [...enter(m.h), 'nsenter', `--net=${m.path}`, '--', process.execPath, NET_TOOLS, 'tcp-server', '0.0.0.0', '8080'] as unknown as [string, ...string[]]);
+      host.defer(async () => {
+        server.child.kill('SIGKILL');
+        await server.close(1000);
+      });
+      await new Promise<void>((resolve) => server.child.stdout.once('data', () => resolve()));
+    };
+    await serve(p2);
+    await serve(p3);
     for (const [from, to] of [[p1, p2], [p3, p2]] as const) {
       const reached = await within(5000, async () => inPod(from, ['busybox', 'ping', '-c', '1', '-W', '1', to.ip]).then(() => true, () => false));
       t.not(reached, undefined, `${from.pod.name} on ${from.h.name} pings ${to.pod.name} on ${to.h.name} (${to.ip})`);
@@ -76,6 +81,12 @@ t.test('pods on three nodes of one overlay pod network', { skip: skipUnlessRoot,
     const probe = (await h2.exec([process.execPath, NET_TOOLS, 'tcp-client', p2.ip, '8080', 'probe'])).stdout;
     t.match(probe, /hello probe/, `node h2 reaches its own pod ${p2.ip} (kubelet's probes)`);
     await t.resolves(driver(h1).check(p1.pod), 'CHECK of a pod passes');
+    // A hostPort is published on the pod's node: another node reaches it at that node's address.
+    const viaHostPort = (await h1.exec([process.execPath, NET_TOOLS, 'tcp-client', h3.ip, '30080', 'hostport'])).stdout;
+    t.match(viaHostPort, /hello hostport from /, `h1 reaches pod web-3 through h3's hostPort ${h3.ip}:30080: ${viaHostPort.trim()}`);
+    // The pod's name resolves on the network's resolver of another node.
+    const resolved = await within(5000, async () => (await inPod(p1, ['busybox', 'nslookup', 'web-3', '10.244.0.1']).then((r) => r.stdout, () => '')).includes(p3.ip));
+    t.not(resolved, undefined, `pod web-1 on h1 resolves web-3 (on h3) to ${p3.ip} through h1's resolver on the gateway`);
 
     // DEL: withdrawn everywhere, nothing left on its node; DEL again succeeds.
     const vethsBefore = (await h2.exec(['ip', '-o', 'link', 'show', 'type', 'veth'])).stdout.split('\n').filter(Boolean).length;
