@@ -6,14 +6,13 @@
 import { z } from 'zod';
 import { IFNAME_PATTERN, isIpAddr, isPrefix, type EndpointId, type IfName, type IpAddr, type MacAddr, type NetworkId, type Prefix, type SandboxId } from '../core/net.js';
 import { DRIVER_TYPES } from '../drivers/api.js';
+import { NAME_PATTERN } from './names.js';
 
 const zPrefix = z.custom<Prefix>(isPrefix, 'expected a CIDR prefix');
 const zIp = z.custom<IpAddr>(isIpAddr, 'expected an IP address');
 const zIfName = z.custom<IfName>((v) => typeof v === 'string' && IFNAME_PATTERN.test(v), 'expected an interface name');
 const zId = <T>() => z.custom<T>((v) => typeof v === 'string' && /^[a-z0-9][a-z0-9_.-]{0,127}$/.test(v), 'expected an id');
 const zMac = z.custom<MacAddr>((v) => typeof v === 'string' && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(v), 'expected a MAC address');
-
-import { NAME_PATTERN } from './names.js';
 
 export { checkName, NAME_PATTERN, networkHasDns } from './names.js';
 export const zName = z.string().max(128).regex(NAME_PATTERN);
@@ -51,7 +50,6 @@ export const NetworkRecordSchema = z.strictObject({
   scope: z.literal('cluster').optional(),
 });
 export type NetworkRecord = z.infer<typeof NetworkRecordSchema>;
-
 
 export const PortMappingRecordSchema = z.strictObject({
   proto: z.enum(['tcp', 'udp', 'sctp']),

@@ -15,6 +15,10 @@ export function checkName(raw: string, field: string): string {
   return raw;
 }
 
+/** A hostname (RFC 1123 labels of at most 63 characters, 253 in all), as Docker accepts for --hostname. */
+export const isHostname = (raw: string): boolean => typeof raw === 'string' && raw.length <= 253 && HOSTNAME.test(raw);
+const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}))*$/;
+
 /** Whether a name passes checkName. */
 export const isName = (raw: string): boolean => typeof raw === 'string' && NAME_PATTERN.test(raw) && raw.length <= 128;
 

@@ -16,12 +16,12 @@ import { connect, teardownEndpoint, writeHostsFile } from './endpoints.js';
 import { forgetLinksOfSandbox } from './links.js';
 import { conflict, endpointsOf, findSandbox, invalid, netnsOf, newId, notify, nowText } from './lookup.js';
 import { checkName, type EndpointRecord, type SandboxRecord } from './model.js';
+import { isHostname } from './names.js';
 import { findOrAdoptNetwork } from './networks.js';
 import { purgeSandbox, removeUnreadableEndpoint, unreadableEndpointsOf } from './unreadable.js';
 
-const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}))*$/;
 function checkHostname(raw: string, field: string): string {
-  if (typeof raw !== 'string' || raw.length > 253 || !HOSTNAME.test(raw)) throw invalid(field, `invalid hostname ${JSON.stringify(raw)}`);
+  if (!isHostname(raw)) throw invalid(field, `invalid hostname ${JSON.stringify(raw)}`);
   return raw;
 }
 

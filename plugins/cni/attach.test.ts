@@ -68,6 +68,8 @@ t.test('tsnetNetwork: parsing', async (t) => {
   t.same(portRequestsOf({ runtimeConfig: { portMappings: [{ HostPort: 8080, ContainerPort: 80, Protocol: 'tcp', HostIP: '' }] } }), [
     { proto: 'tcp', hostPort: { start: 8080, end: 8080 }, containerPort: { start: 80, end: 80 } },
   ], 'go-cni\'s field names; an empty HostIP is every address');
+  t.same(portRequestsOf({ runtimeConfig: { portMappings: [{ hostPort: 53, containerPort: 53, protocol: 'udp', hostIP: '0.0.0.0' }] } })[0]?.hostIp, '0.0.0.0',
+    '0.0.0.0 is kept: the port picker takes it as every IPv4 address (IPv4 only, as tsnet-bridge\'s own networks do)');
 });
 
 t.test('tsnetNetwork: ADD, ADD again, DEL, DEL again, GC', async (t) => {

@@ -25,14 +25,14 @@ import { TsnetError, isCode } from '../../core/errors.js';
 import { parseIfName, prefixNetwork, type IfName, type NetnsRef } from '../../core/net.js';
 import type { Controller, PortRequest } from '../../cnm/controller.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../../cnm/model.js';
-import { checkName, isName, networkHasDns } from '../../cnm/names.js';
+import { checkName, isHostname, isName, networkHasDns } from '../../cnm/names.js';
 import type { CniDeps } from './deps.js';
 import { CNI_ERR, CniError } from './errors.js';
 import { goField, goPath } from './go-json.js';
 import { parseAliases } from './dns.js';
 import { requestedIps } from './ipam.js';
 import { parsePortMappings } from './names.js';
-import type { Attachment, Request } from './skel.js';
+import type { Attachment, Plugin, Request } from './skel.js';
 import type { Interface, Result } from './spec.js';
 
 /** The conf key that turns this on. */
@@ -51,27 +51,17 @@ export function attachmentSandboxId(network: string, containerId: string, ifName
   return createHash('sha256').update(`tsnet-cni\0${network}\0${containerId}\0${ifName}`).digest('hex');
 }
 
-const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62})(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}))*$/;
-
 /** The ports asked for (`portMappings`), as the controller's requests. */
 export function portRequestsOf(config: Readonly<Record<string, unknown>>): PortRequest[] {
   return parsePortMappings(config).map((m) => ({
     proto: m.protocol,
-    ...(m.hostIp !== undefined && m.hostIp !== '0.0.0.0' && m.hostIp !== '::' ? { hostIp: m.hostIp } : {}),
+    ...(m.hostIp !== undefined ? { hostIp: m.hostIp } : {}), // 0.0.0.0 / :: : every local address of that family (the port picker's rule)
     hostPort: { start: m.hostPort, end: m.hostPort } as NonNullable<PortRequest['hostPort']>,
     containerPort: { start: m.containerPort, end: m.containerPort } as PortRequest['containerPort'],
   }));
 }
 
-export interface NetworkAttach {
-  add(req: Request): Promise<Result>;
-  del(req: Request): Promise<void>;
-  check(req: Request): Promise<void>;
-  status(req: Request): Promise<void>;
-  gc(req: Request, valid: readonly Attachment[]): Promise<void>;
-}
-
-export function createNetworkAttach(deps: CniDeps): NetworkAttach {
+export function createNetworkAttach(deps: CniDeps): Plugin {
   const log = deps.log.child({ plugin: 'tsnet-bridge', mode: NETWORK_KEY });
 
   async function controller(): Promise<Controller> {
@@ -135,7 +125,7 @@ export function createNetworkAttach(deps: CniDeps): NetworkAttach {
     const names = [...(podName !== undefined && isName(podName) ? [podName] : []), ...aliases.filter((a) => a !== podName && isName(a))];
     const handle = await ctl.createSandbox({
       id, name: `cni-${id.slice(0, 12)}`,
-      ...(podName !== undefined && podName.length <= 63 && HOSTNAME.test(podName) ? { hostname: podName } : {}),
+      ...(podName !== undefined && podName.length <= 63 && isHostname(podName) ? { hostname: podName } : {}),
       mode: { kind: 'network', network },
       netnsPath,
       cni: { network: req.name, containerId: req.containerId, ifName },
